@@ -1,0 +1,77 @@
+"""What every event is, and the one registry from stored type name to class."""
+
+import uuid
+from datetime import datetime
+from typing import ClassVar, TypeVar
+
+import msgspec
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True):
+    """A fact, named in the past tense. Subclasses register with `@event("kind.happened")`."""
+
+    type: ClassVar[str]
+
+
+E = TypeVar("E", bound=type[Event])
+
+REGISTRY: dict[str, type[Event]] = {}
+
+
+class UnknownEventType(LookupError):
+    pass
+
+
+def event(name: str):
+    """Register an Event class under its stored type name (dotted lower case: `order.placed`)."""
+    if name != name.lower() or "." not in name:
+        raise ValueError(f"event type names are dotted lower case, got {name!r}")
+
+    def register(cls: E) -> E:
+        if REGISTRY.get(name, cls) is not cls:
+            raise ValueError(f"event type {name!r} registered twice")
+        cls.type = name
+        REGISTRY[name] = cls
+        return cls
+
+    return register
+
+
+def decode(type_name: str, data: bytes) -> Event:
+    try:
+        cls = REGISTRY[type_name]
+    except KeyError:
+        raise UnknownEventType(type_name) from None
+    return msgspec.json.decode(data, type=cls)
+
+
+class Meta(msgspec.Struct, frozen=True, kw_only=True):
+    """Who and what caused the events of one append."""
+
+    correlation_id: uuid.UUID = msgspec.field(default_factory=uuid.uuid4)
+    causation_id: uuid.UUID | None = None
+    actor: str | None = None
+
+
+class Recorded(msgspec.Struct, frozen=True, kw_only=True):
+    """An event as stored: the envelope the relay publishes and the projectors consume."""
+
+    id: uuid.UUID
+    stream_id: str
+    version: int
+    type: str
+    position: int
+    tx_id: int
+    recorded_at: datetime
+    correlation_id: uuid.UUID
+    causation_id: uuid.UUID | None = None
+    actor: str | None = None
+    schema_version: int = 1
+    data: msgspec.Raw = msgspec.Raw(b"{}")
+
+    def event(self) -> Event:
+        return decode(self.type, self.data)
+
+    @property
+    def checkpoint(self) -> tuple[int, int]:
+        return (self.tx_id, self.position)

@@ -1,0 +1,75 @@
+"""Settings, read once from the environment; every default works on a local machine."""
+
+import logging
+import os
+from functools import cache
+
+import msgspec
+
+log = logging.getLogger(__name__)
+
+DEV_SECRET = "dev-only-secret-never-use-in-production!!"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/orders"
+    rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    dev_mode: bool = False
+    jwt_secret: str = DEV_SECRET
+    jwt_issuer: str = "orders"
+    jwt_audience: str = "orders-api"
+    access_token_minutes: int = 15
+    refresh_token_days: int = 7
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 65536
+    cors_origins: tuple[str, ...] = ()
+    login_rate_limit: int = 10  # requests per minute per client address
+    register_rate_limit: int = 10
+    max_body_bytes: int = 1_048_576
+    relay_batch_size: int = 1000
+    relay_poll_seconds: float = 1.0
+    projection_max_attempts: int = 5
+    log_level: str = "INFO"
+
+
+_ENV = {
+    "DATABASE_URL": "database_url",
+    "RABBITMQ_URL": "rabbitmq_url",
+    "ORDERS_DEV_MODE": "dev_mode",
+    "JWT_SECRET": "jwt_secret",
+    "JWT_ISSUER": "jwt_issuer",
+    "JWT_AUDIENCE": "jwt_audience",
+    "ACCESS_TOKEN_MINUTES": "access_token_minutes",
+    "REFRESH_TOKEN_DAYS": "refresh_token_days",
+    "ARGON2_TIME_COST": "argon2_time_cost",
+    "ARGON2_MEMORY_KIB": "argon2_memory_kib",
+    "CORS_ORIGINS": "cors_origins",
+    "LOGIN_RATE_LIMIT": "login_rate_limit",
+    "REGISTER_RATE_LIMIT": "register_rate_limit",
+    "MAX_BODY_BYTES": "max_body_bytes",
+    "RELAY_BATCH_SIZE": "relay_batch_size",
+    "RELAY_POLL_SECONDS": "relay_poll_seconds",
+    "PROJECTION_MAX_ATTEMPTS": "projection_max_attempts",
+    "LOG_LEVEL": "log_level",
+}
+
+
+def from_env(env: dict[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    raw: dict[str, object] = {}
+    for var, field in _ENV.items():
+        if var not in env:
+            continue
+        value: object = env[var]
+        if field == "cors_origins":
+            value = [o.strip() for o in env[var].split(",") if o.strip()]
+        elif field == "dev_mode":
+            value = env[var].lower() in {"1", "true", "yes", "on"}
+        raw[field] = value
+    # strict=False lets "15" become 15 and reports a bad value with the field's name.
+    return msgspec.convert(raw, Settings, strict=False)
+
+
+@cache
+def settings() -> Settings:
+    return from_env()

@@ -1,0 +1,153 @@
+"""The event store: append with optimistic concurrency, read a stream, read everything in commit order.
+
+Functions take a connection so that an append can share its transaction with the write-side guards
+(stock, unique emails) that protect invariants spanning streams.
+"""
+
+import uuid
+from collections.abc import Sequence
+
+import msgspec
+import psycopg
+from psycopg import AsyncConnection
+
+from events.base import Event, Meta, Recorded
+
+_encode = msgspec.json.encode
+
+
+class WrongExpectedVersion(Exception):
+    def __init__(self, stream_id: str, expected: int, actual: int | None):
+        self.stream_id, self.expected, self.actual = stream_id, expected, actual
+        super().__init__(f"stream {stream_id}: expected version {expected}, found {actual}")
+
+
+# One round trip. The head's transaction id must not be above ours: a transaction that took its id
+# early and appends after a later one committed would otherwise sort before the event it follows.
+# That is rare (it needs a long transaction) and is reported as a conflict, so the caller retries
+# with a fresh transaction.
+_APPEND = """
+WITH head AS (
+    SELECT h.version, h.tx_id
+    FROM (SELECT 1) AS one
+    LEFT JOIN LATERAL (
+        SELECT version, tx_id FROM events WHERE stream_id = %(stream)s ORDER BY version DESC LIMIT 1
+    ) AS h ON true
+)
+INSERT INTO events (event_id, stream_id, version, type, data,
+                    correlation_id, causation_id, actor, schema_version)
+SELECT e.id, %(stream)s, %(expected)s + e.n, e.type, e.data,
+       %(correlation)s, %(causation)s, %(actor)s, 1
+FROM head, unnest(%(ids)s::uuid[], %(types)s::text[], %(datas)s::jsonb[]) WITH ORDINALITY AS e(id, type, data, n)
+WHERE coalesce(head.version, 0) = %(expected)s
+  AND (head.tx_id IS NULL OR head.tx_id <= pg_current_xact_id()::text::bigint)
+RETURNING position
+"""
+
+
+async def append(
+    conn: AsyncConnection,
+    stream_id: str,
+    expected_version: int,
+    events: Sequence[Event],
+    meta: Meta | None = None,
+) -> int:
+    """Append `events` after `expected_version` (0 for a new stream); returns the new version.
+
+    Raises WrongExpectedVersion when the stream has moved on; nothing of the batch is written
+    (run it inside a transaction and let the exception roll it back).
+    """
+    if not events:
+        return expected_version
+    meta = meta or Meta()
+    params = {
+        "stream": stream_id,
+        "expected": expected_version,
+        "correlation": meta.correlation_id,
+        "causation": meta.causation_id,
+        "actor": meta.actor,
+        "ids": [uuid.uuid4() for _ in events],
+        "types": [e.type for e in events],
+        "datas": [_encode(e).decode() for e in events],
+    }
+    try:
+        cur = await conn.execute(_APPEND, params)
+    except psycopg.errors.UniqueViolation:
+        # A concurrent append took the same version first.
+        raise WrongExpectedVersion(stream_id, expected_version, None) from None
+    if cur.rowcount != len(events):
+        raise WrongExpectedVersion(stream_id, expected_version, await stream_version(conn, stream_id))
+    return expected_version + len(events)
+
+
+async def stream_version(conn: AsyncConnection, stream_id: str) -> int:
+    cur = await conn.execute("SELECT coalesce(max(version), 0) FROM events WHERE stream_id = %s", (stream_id,))
+    return (await cur.fetchone())[0]
+
+
+_COLUMNS = """event_id, stream_id, version, type, position, tx_id, recorded_at,
+              correlation_id, causation_id, actor, schema_version, data::text"""
+
+
+def _recorded(row: tuple) -> Recorded:
+    return Recorded(
+        id=row[0], stream_id=row[1], version=row[2], type=row[3], position=row[4], tx_id=row[5],
+        recorded_at=row[6], correlation_id=row[7], causation_id=row[8], actor=row[9],
+        schema_version=row[10], data=msgspec.Raw(row[11].encode()),
+    )
+
+
+async def read_stream(
+    conn: AsyncConnection, stream_id: str, from_version: int = 1, to_version: int | None = None
+) -> list[Recorded]:
+    cur = await conn.execute(
+        f"SELECT {_COLUMNS} FROM events WHERE stream_id = %s AND version >= %s AND version <= %s"
+        " ORDER BY version",
+        (stream_id, from_version, to_version if to_version is not None else 2**31 - 1),
+    )
+    return [_recorded(r) for r in await cur.fetchall()]
+
+
+async def read_all(conn: AsyncConnection, after: tuple[int, int] = (0, 0), limit: int = 1000) -> list[Recorded]:
+    """Events after the checkpoint `(tx_id, position)`, in commit order, never skipping one.
+
+    Only transactions below the current snapshot's xmin are read: each of those has committed or
+    aborted, so nothing can later appear before the returned rows. A transaction that is still open
+    holds the reader back (it does not skip past it); it shows as lag, not as loss.
+    """
+    cur = await conn.execute(
+        f"SELECT {_COLUMNS} FROM events"
+        " WHERE (tx_id, position) > (%s, %s)"
+        "   AND tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+        " ORDER BY tx_id, position LIMIT %s",
+        (after[0], after[1], limit),
+    )
+    return [_recorded(r) for r in await cur.fetchall()]
+
+
+async def head(conn: AsyncConnection) -> tuple[int, int]:
+    """The checkpoint of the newest event a reader may see now."""
+    cur = await conn.execute(
+        "SELECT tx_id, position FROM events"
+        " WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+        " ORDER BY tx_id DESC, position DESC LIMIT 1"
+    )
+    row = await cur.fetchone()
+    return (row[0], row[1]) if row else (0, 0)
+
+
+async def load_checkpoint(conn: AsyncConnection, name: str) -> tuple[int, int]:
+    cur = await conn.execute("SELECT tx_id, position FROM checkpoints WHERE name = %s", (name,))
+    row = await cur.fetchone()
+    return (row[0], row[1]) if row else (0, 0)
+
+
+async def save_checkpoint(conn: AsyncConnection, name: str, checkpoint: tuple[int, int]) -> None:
+    """Move a checkpoint forward; never backward (a redelivered old event must not rewind it)."""
+    await conn.execute(
+        "INSERT INTO checkpoints AS c (name, tx_id, position) VALUES (%s, %s, %s)"
+        " ON CONFLICT (name) DO UPDATE SET tx_id = excluded.tx_id, position = excluded.position,"
+        "   updated_at = now()"
+        " WHERE (c.tx_id, c.position) < (excluded.tx_id, excluded.position)",
+        (name, checkpoint[0], checkpoint[1]),
+    )

@@ -1,0 +1,49 @@
+"""Each test run gets its own PostgreSQL database and RabbitMQ vhost, removed at the end."""
+
+import os
+import uuid
+
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from events.db import drop_database, make_pool, migrate
+from events.settings import Settings
+from tests.support import ADMIN_DATABASE_URL, RABBITMQ_HOST, RabbitAdmin
+
+
+class Services:
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+        self.database_url = make_conninfo(ADMIN_DATABASE_URL, dbname=f"orders_test_{run_id}")
+        self.vhost = f"orders_test_{run_id}"
+        self.rabbitmq_url = f"amqp://guest:guest@{RABBITMQ_HOST}:5672/{self.vhost}"
+        self.admin = RabbitAdmin()
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """Environment for a subprocess of this test run."""
+        return {**os.environ, "DATABASE_URL": self.database_url, "RABBITMQ_URL": self.rabbitmq_url,
+                "ORDERS_DEV_MODE": "1", "ARGON2_TIME_COST": "1", "ARGON2_MEMORY_KIB": "1024", **extra}
+
+    def settings(self, **overrides) -> Settings:
+        return Settings(database_url=self.database_url, rabbitmq_url=self.rabbitmq_url, dev_mode=True,
+                        argon2_time_cost=1, argon2_memory_kib=1024, **overrides)
+
+
+@pytest.fixture(scope="session")
+async def services():
+    s = Services(uuid.uuid4().hex[:10])
+    await s.admin.create_vhost(s.vhost)
+    await migrate(s.database_url)
+    try:
+        yield s
+    finally:
+        await drop_database(s.database_url)
+        await s.admin.delete_vhost(s.vhost)
+
+
+@pytest.fixture(scope="session")
+async def pool(services):
+    p = make_pool(services.database_url, min_size=2, max_size=20)
+    await p.open()
+    yield p
+    await p.close()

@@ -1,0 +1,105 @@
+"""Helpers shared by the tests: waiting on conditions, the RabbitMQ admin API, a test event type."""
+
+import asyncio
+import base64
+import os
+import socket
+import subprocess
+import time
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import aiohttp
+
+from events.base import Event, event
+
+T = TypeVar("T")
+
+ADMIN_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+RABBITMQ_HOST = os.environ.get("TEST_RABBITMQ_HOST", "127.0.0.1")
+RABBITMQ_ADMIN = os.environ.get("TEST_RABBITMQ_ADMIN", f"http://{RABBITMQ_HOST}:15672")
+
+
+@event("test.happened")
+class Happened(Event):
+    writer: int = 0
+    seq: int = 0
+    n: int = 1
+
+
+@event("test.poisoned")
+class Poisoned(Event):
+    reason: str = "always fails"
+
+
+async def eventually(probe: Callable[[], Awaitable[T]], *, timeout: float = 20.0, what: str = "condition") -> T:
+    """Poll `probe` until it returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        result = await probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {result!r})")
+        await asyncio.sleep(delay)  # polling interval of a deadline-bounded wait, not a synchronisation
+        delay = min(delay * 2, 0.2)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RabbitAdmin:
+    """Vhosts and connections through the management HTTP API, with rabbitmqctl as a fallback."""
+
+    def __init__(self, base: str = RABBITMQ_ADMIN, user: str = "guest", password: str = "guest"):
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        self.base, self.headers = base, {"Authorization": f"Basic {token}"}
+
+    async def _call(self, method: str, path: str, json: object | None = None) -> object:
+        async with aiohttp.ClientSession(headers=self.headers) as session:
+            async with session.request(method, self.base + path, json=json) as resp:
+                resp.raise_for_status()
+                return await resp.json() if resp.content_type == "application/json" else None
+
+    async def available(self) -> bool:
+        try:
+            await self._call("GET", "/api/overview")
+            return True
+        except Exception:
+            return False
+
+    async def create_vhost(self, vhost: str) -> None:
+        if await self.available():
+            q = urllib.parse.quote(vhost, safe="")
+            await self._call("PUT", f"/api/vhosts/{q}")
+            await self._call("PUT", f"/api/permissions/{q}/guest", {"configure": ".*", "write": ".*", "read": ".*"})
+        else:
+            subprocess.run(["rabbitmqctl", "add_vhost", vhost], check=True, capture_output=True)
+            subprocess.run(["rabbitmqctl", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+                           check=True, capture_output=True)
+
+    async def delete_vhost(self, vhost: str) -> None:
+        if await self.available():
+            await self._call("DELETE", f"/api/vhosts/{urllib.parse.quote(vhost, safe='')}")
+        else:
+            subprocess.run(["rabbitmqctl", "delete_vhost", vhost], check=False, capture_output=True)
+
+    async def connections(self, vhost: str) -> list[dict]:
+        q = urllib.parse.quote(vhost, safe="")
+        return await self._call("GET", f"/api/vhosts/{q}/connections")
+
+    async def close_connections(self, vhost: str) -> int:
+        """Cut every client connection of the vhost, as a broker restart would."""
+        conns = await self.connections(vhost)
+        for c in conns:
+            await self._call("DELETE", f"/api/connections/{urllib.parse.quote(c['name'], safe='')}")
+        return len(conns)
+
+    async def queue(self, vhost: str, name: str) -> dict:
+        q = urllib.parse.quote(vhost, safe="")
+        return await self._call("GET", f"/api/queues/{q}/{urllib.parse.quote(name, safe='')}")

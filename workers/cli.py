@@ -1,0 +1,97 @@
+"""The `orders` command line."""
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from events.settings import settings
+
+log = logging.getLogger("orders")
+
+
+def _migrate(_: argparse.Namespace) -> None:
+    from events.db import migrate
+
+    applied = asyncio.run(migrate(settings().database_url))
+    print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
+
+
+def _api(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    uvicorn.run("api.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
+                timeout_graceful_shutdown=5, log_level=settings().log_level.lower(), access_log=False)
+
+
+def _relay(_: argparse.Namespace) -> None:
+    from workers.relay import Relay
+    from workers.runtime import run_until_signal
+
+    s = settings()
+    relay = Relay(s.database_url, s.rabbitmq_url, batch_size=s.relay_batch_size, poll_seconds=s.relay_poll_seconds)
+    run_until_signal(relay.run)
+
+
+def _worker(args: argparse.Namespace) -> None:
+    from projections import registry
+    from workers.consumer import ProjectionConsumer
+    from workers.runtime import run_until_signal
+
+    projectors = registry()
+    if args.name not in projectors:
+        sys.exit(f"unknown worker {args.name!r}; known: {', '.join(sorted(projectors))}")
+    s = settings()
+    consumer = ProjectionConsumer(projectors[args.name], s.database_url, s.rabbitmq_url,
+                                  max_attempts=s.projection_max_attempts)
+    run_until_signal(consumer.run)
+
+
+def components(host: str, port: int) -> list[tuple[str, list[str]]]:
+    from projections import registry
+
+    return [("api", ["api", "--host", host, "--port", str(port)]), ("relay", ["relay"])] + [
+        (f"worker {name}", ["worker", name]) for name in registry()
+    ]
+
+
+def _run(args: argparse.Namespace) -> None:
+    from events.db import migrate
+    from workers.runtime import run_until_signal
+    from workers.supervisor import Child, supervise
+
+    asyncio.run(migrate(settings().database_url))
+    children = [Child(name, argv) for name, argv in components(args.host, args.port)]
+    run_until_signal(lambda stop: supervise(children, stop))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="orders", description="Event-sourced order backend over RabbitMQ.")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help="create the database if missing and apply sql/ migrations").set_defaults(func=_migrate)
+    run = sub.add_parser("run", help="migrate, then API + relay + workers under one supervisor")
+    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--port", type=int, default=8000)
+    run.set_defaults(func=_run)
+    api = sub.add_parser("api", help="the HTTP API alone")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--workers", type=int, default=1, help="API processes (it is stateless)")
+    api.set_defaults(func=_api)
+    sub.add_parser("relay", help="the outbox relay alone").set_defaults(func=_relay)
+    worker = sub.add_parser("worker", help="one worker: a projection name")
+    worker.add_argument("name")
+    worker.set_defaults(func=_worker)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    from workers.runtime import setup_logging
+
+    args = parser().parse_args(argv)
+    setup_logging(settings().log_level)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

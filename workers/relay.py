@@ -1,0 +1,170 @@
+"""The outbox relay: publishes the events table to RabbitMQ in commit order.
+
+It advances its checkpoint only after the broker has confirmed every message of a batch, so a crash
+or a broker outage can only cause a re-publish (consumers deduplicate), never a loss. Only the relay
+holding the advisory lock publishes; others wait as standby and take over when its session ends.
+"""
+
+import asyncio
+import logging
+
+import aio_pika
+import msgspec
+import psycopg
+from psycopg import AsyncConnection
+
+from events import store
+from events.base import Recorded
+from workers import topology
+
+log = logging.getLogger(__name__)
+
+RELAY_LOCK = 7_420_002
+CHECKPOINT = "relay"
+_encode = msgspec.json.encode
+
+
+def message(e: Recorded) -> aio_pika.Message:
+    headers = {
+        "stream_id": e.stream_id,
+        "version": e.version,
+        "position": e.position,
+        "tx_id": e.tx_id,
+        "correlation_id": str(e.correlation_id),
+    }
+    if e.causation_id:
+        headers["causation_id"] = str(e.causation_id)
+    return aio_pika.Message(
+        _encode(e),
+        content_type="application/json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=str(e.id),
+        correlation_id=str(e.correlation_id),
+        type=e.type,
+        timestamp=e.recorded_at,
+        headers=headers,
+    )
+
+
+class Relay:
+    def __init__(self, database_url: str, rabbitmq_url: str, *, batch_size: int = 1000, poll_seconds: float = 1.0):
+        self.database_url, self.rabbitmq_url = database_url, rabbitmq_url
+        self.batch_size, self.poll_seconds = batch_size, poll_seconds
+        self.published = 0
+        self.active = asyncio.Event()  # set while this relay holds the lock
+        self._rabbit: aio_pika.abc.AbstractConnection | None = None
+        self._exchange: aio_pika.abc.AbstractExchange | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Relay until `stop` is set; survives database and broker outages."""
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                async with await AsyncConnection.connect(self.database_url, autocommit=True) as conn:
+                    if await self._wait_for_lock(conn, stop):
+                        delay = 0.5
+                        await self._lead(conn, stop)
+            except (psycopg.OperationalError, OSError) as exc:
+                log.warning("relay lost the database (%s); retrying in %.1fs", exc, delay)
+            finally:
+                self.active.clear()
+                await self._close_rabbit()
+            await _wait(stop, delay)
+            delay = min(delay * 2, 10)
+
+    async def _wait_for_lock(self, conn: AsyncConnection, stop: asyncio.Event) -> bool:
+        said = False
+        while not stop.is_set():
+            cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (RELAY_LOCK,))
+            if (await cur.fetchone())[0]:
+                log.info("relay active")
+                self.active.set()
+                return True
+            if not said:
+                log.info("another relay is active; standing by")
+                said = True
+            await _wait(stop, self.poll_seconds)
+        return False
+
+    async def _lead(self, conn: AsyncConnection, stop: asyncio.Event) -> None:
+        wake = asyncio.Event()
+        async with await AsyncConnection.connect(self.database_url, autocommit=True) as listener:
+            await listener.execute("LISTEN orders_events")
+            listening = asyncio.create_task(_listen(listener, wake))
+            try:
+                checkpoint = await store.load_checkpoint(conn, CHECKPOINT)
+                while not stop.is_set():
+                    wake.clear()
+                    batch = await store.read_all(conn, checkpoint, self.batch_size)
+                    if not batch:
+                        await _wait_any(stop, wake, self.poll_seconds)
+                        continue
+                    if not await self._publish(batch, stop):
+                        return  # stopping during a broker outage: the checkpoint stays put
+                    checkpoint = batch[-1].checkpoint
+                    await store.save_checkpoint(conn, CHECKPOINT, checkpoint)
+                    self.published += len(batch)
+            finally:
+                listening.cancel()
+
+    async def _publish(self, batch: list[Recorded], stop: asyncio.Event) -> bool:
+        """Publish a batch and wait for every confirm; retries through broker outages."""
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                exchange = await self._connected_exchange()
+                results = await asyncio.gather(
+                    *(exchange.publish(message(e), routing_key=e.type, timeout=30) for e in batch),
+                    return_exceptions=True,
+                )
+                failed = next((r for r in results if isinstance(r, BaseException)), None)
+                if failed is None:
+                    return True
+                raise failed
+            except (aio_pika.exceptions.AMQPError, ConnectionError, OSError, asyncio.TimeoutError) as exc:
+                log.warning("relay cannot publish (%r); retrying in %.1fs", exc, delay)
+                await self._close_rabbit()
+                await _wait(stop, delay)
+                delay = min(delay * 2, 10)
+        return False
+
+    async def _connected_exchange(self) -> aio_pika.abc.AbstractExchange:
+        if self._exchange is None or self._rabbit is None or self._rabbit.is_closed:
+            self._rabbit = await aio_pika.connect(self.rabbitmq_url, timeout=10)
+            channel = await self._rabbit.channel(publisher_confirms=True)
+            await topology.declare(channel)
+            self._exchange = await channel.get_exchange(topology.EVENTS)
+            log.info("relay connected to RabbitMQ")
+        return self._exchange
+
+    async def _close_rabbit(self) -> None:
+        rabbit, self._rabbit, self._exchange = self._rabbit, None, None
+        if rabbit is not None:
+            try:
+                await rabbit.close()
+            except Exception:  # already broken; nothing to release
+                pass
+
+
+async def _listen(listener: AsyncConnection, wake: asyncio.Event) -> None:
+    try:
+        async for _ in listener.notifies():
+            wake.set()
+    except psycopg.OperationalError:
+        pass  # polling carries on without wake-ups; the main connection notices a real outage
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except asyncio.TimeoutError:
+        pass
+
+
+async def _wait_any(stop: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:
+    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()

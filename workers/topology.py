@@ -1,0 +1,65 @@
+"""The RabbitMQ names operators see in the management UI, declared in one place.
+
+The relay declares the whole topology before it publishes anything, and every worker declares it
+before it consumes, so whichever starts first, no event is published to an exchange whose queues
+do not exist yet (an unbound topic exchange drops messages).
+"""
+
+import aio_pika
+from aio_pika.abc import AbstractChannel
+
+EVENTS = "orders.events"  # topic: every stored event, routing key = event type
+COMMANDS = "orders.commands"  # direct: operator and schedule commands
+DLX = "orders.dlx"  # direct: dead letters, routing key = the queue they died in
+
+SCRAPER_QUEUE = "scraper.requests"
+SCRAPE_REQUESTED = "scrape.requested"
+
+# Projection name -> binding keys on orders.events.
+PROJECTIONS: dict[str, tuple[str, ...]] = {
+    "users": ("user.#",),
+    "orders": ("order.#",),
+    "catalog": ("product.#",),
+}
+
+# A safety net below our own bounded retries (see workers/consumer.py): quorum queues count
+# deliveries themselves and dead-letter past this, even if a consumer crashes on every try.
+DELIVERY_LIMIT = 20
+
+
+def projection_queue(name: str) -> str:
+    return f"projections.{name}"
+
+
+def dlq(queue: str) -> str:
+    return f"{queue}.dlq"
+
+
+def queue_arguments(queue: str) -> dict:
+    return {
+        "x-queue-type": "quorum",
+        "x-single-active-consumer": True,
+        "x-delivery-limit": DELIVERY_LIMIT,
+        "x-dead-letter-exchange": DLX,
+        "x-dead-letter-routing-key": queue,
+    }
+
+
+async def _dead_lettered_queue(channel: AbstractChannel, name: str, dlx: aio_pika.abc.AbstractExchange):
+    queue = await channel.declare_queue(name, durable=True, arguments=queue_arguments(name))
+    dead = await channel.declare_queue(dlq(name), durable=True)
+    await dead.bind(dlx, routing_key=name)
+    return queue
+
+
+async def declare(channel: AbstractChannel, projections: dict[str, tuple[str, ...]] | None = None) -> None:
+    """Declare exchanges, queues and bindings; idempotent."""
+    events = await channel.declare_exchange(EVENTS, aio_pika.ExchangeType.TOPIC, durable=True)
+    commands = await channel.declare_exchange(COMMANDS, aio_pika.ExchangeType.DIRECT, durable=True)
+    dlx = await channel.declare_exchange(DLX, aio_pika.ExchangeType.DIRECT, durable=True)
+    for name, keys in (PROJECTIONS if projections is None else projections).items():
+        queue = await _dead_lettered_queue(channel, projection_queue(name), dlx)
+        for key in keys:
+            await queue.bind(events, routing_key=key)
+    scraper = await _dead_lettered_queue(channel, SCRAPER_QUEUE, dlx)
+    await scraper.bind(commands, routing_key=SCRAPE_REQUESTED)
