@@ -93,13 +93,48 @@ class RabbitAdmin:
         q = urllib.parse.quote(vhost, safe="")
         return await self._call("GET", f"/api/vhosts/{q}/connections")
 
-    async def close_connections(self, vhost: str) -> int:
-        """Cut every client connection of the vhost, as a broker restart would."""
-        conns = await self.connections(vhost)
-        for c in conns:
-            await self._call("DELETE", f"/api/connections/{urllib.parse.quote(c['name'], safe='')}")
-        return len(conns)
+    async def close_connections(self, vhost: str, name_prefix: str = "") -> list[str]:
+        """Cut the client connections of the vhost whose connection_name starts with `name_prefix`,
+        as a broker restart or a network failure would. Returns the names cut."""
+        cut = []
+        for c in await self.connections(vhost):
+            if c.get("client_properties", {}).get("connection_name", "").startswith(name_prefix):
+                await self._call("DELETE", f"/api/connections/{urllib.parse.quote(c['name'], safe='')}")
+                cut.append(c["name"])
+        return cut
 
     async def queue(self, vhost: str, name: str) -> dict:
         q = urllib.parse.quote(vhost, safe="")
         return await self._call("GET", f"/api/queues/{q}/{urllib.parse.quote(name, safe='')}")
+
+
+class Tap:
+    """A private queue bound to orders.events that records every message it receives."""
+
+    def __init__(self, rabbitmq_url: str, binding: str = "#"):
+        self.url, self.binding = rabbitmq_url, binding
+        self.messages: list = []
+        self._connection = None
+
+    async def __aenter__(self) -> "Tap":
+        import aio_pika
+
+        from workers import topology
+
+        self._connection = await aio_pika.connect(self.url, client_properties={"connection_name": "test-tap"})
+        channel = await self._connection.channel()
+        await channel.set_qos(prefetch_count=1000)
+        await topology.declare(channel)
+        queue = await channel.declare_queue(exclusive=True)
+        await queue.bind(topology.EVENTS, routing_key=self.binding)
+        await queue.consume(self._on_message, no_ack=True)
+        return self
+
+    async def _on_message(self, message) -> None:
+        self.messages.append(message)
+
+    async def __aexit__(self, *exc) -> None:
+        await self._connection.close()
+
+    def for_streams(self, streams: set[str]) -> list:
+        return [m for m in self.messages if m.headers.get("stream_id") in streams]

@@ -97,13 +97,13 @@ class ProjectionConsumer:
 
     async def _retry_or_dead_letter(self, msg: RabbitMessage, attempts: int, exc: Exception) -> None:
         headers = dict(msg.headers or {})
-        headers.update({"x-attempts": attempts, "x-error": f"{type(exc).__name__}: {exc}"[:1000]})
         raw = msg.raw_message
+        headers.update({"x-attempts": attempts, "x-error": f"{type(exc).__name__}: {exc}"[:1000]})
+        headers.setdefault("x-original-routing-key", raw.routing_key or "")  # retries go via the queue name
         common = dict(headers=headers, persist=True, message_id=msg.message_id, correlation_id=msg.correlation_id,
                       content_type=raw.content_type, message_type=raw.type, timestamp=raw.timestamp)
         if attempts >= self.max_attempts:
             self.counts["dead_lettered"] += 1
-            headers["x-original-routing-key"] = raw.routing_key or ""
             await self.broker.publish(msg.body, exchange=topology.DLX, routing_key=self.queue, **common)
             log.error("projection %s dead-lettered message %s after %d attempts", self.projector.name,
                       msg.message_id, attempts)

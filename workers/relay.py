@@ -7,6 +7,7 @@ holding the advisory lock publishes; others wait as standby and take over when i
 
 import asyncio
 import logging
+import os
 
 import aio_pika
 import msgspec
@@ -51,6 +52,7 @@ class Relay:
         self.database_url, self.rabbitmq_url = database_url, rabbitmq_url
         self.batch_size, self.poll_seconds = batch_size, poll_seconds
         self.published = 0
+        self.publish_failures = 0
         self.active = asyncio.Event()  # set while this relay holds the lock
         self._rabbit: aio_pika.abc.AbstractConnection | None = None
         self._exchange: aio_pika.abc.AbstractExchange | None = None
@@ -60,12 +62,16 @@ class Relay:
         delay = 0.5
         while not stop.is_set():
             try:
-                async with await AsyncConnection.connect(self.database_url, autocommit=True) as conn:
+                async with await AsyncConnection.connect(
+                    self.database_url, autocommit=True, application_name=f"orders-relay-{os.getpid()}"
+                ) as conn:
                     if await self._wait_for_lock(conn, stop):
                         delay = 0.5
                         await self._lead(conn, stop)
             except (psycopg.OperationalError, OSError) as exc:
                 log.warning("relay lost the database (%s); retrying in %.1fs", exc, delay)
+            except Exception:
+                log.exception("relay failed; restarting it in %.1fs", delay)
             finally:
                 self.active.clear()
                 await self._close_rabbit()
@@ -121,7 +127,8 @@ class Relay:
                 if failed is None:
                     return True
                 raise failed
-            except (aio_pika.exceptions.AMQPError, ConnectionError, OSError, asyncio.TimeoutError) as exc:
+            except Exception as exc:  # any broker failure: reconnect and publish the batch again
+                self.publish_failures += 1
                 log.warning("relay cannot publish (%r); retrying in %.1fs", exc, delay)
                 await self._close_rabbit()
                 await _wait(stop, delay)
@@ -130,7 +137,9 @@ class Relay:
 
     async def _connected_exchange(self) -> aio_pika.abc.AbstractExchange:
         if self._exchange is None or self._rabbit is None or self._rabbit.is_closed:
-            self._rabbit = await aio_pika.connect(self.rabbitmq_url, timeout=10)
+            self._rabbit = await aio_pika.connect(
+                self.rabbitmq_url, timeout=10, client_properties={"connection_name": f"orders-relay-{os.getpid()}"}
+            )
             channel = await self._rabbit.channel(publisher_confirms=True)
             await topology.declare(channel)
             self._exchange = await channel.get_exchange(topology.EVENTS)

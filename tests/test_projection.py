@@ -1,0 +1,150 @@
+import asyncio
+import contextlib
+import uuid
+
+import aio_pika
+import pytest
+
+from events import store
+from events.base import Recorded
+from projections import Outcome, project
+from tests.support import Happened, Poisoned, eventually
+from workers.consumer import ProjectionConsumer
+from workers.relay import Relay
+
+
+class CounterProjector:
+    """A projector over test streams: one row per stream with a running total and the seqs seen."""
+
+    name = "testcount"
+    tables = ("test_counters",)
+
+    async def version(self, conn, stream_id: str) -> int:
+        cur = await conn.execute("SELECT version FROM test_counters WHERE stream_id = %s", (stream_id,))
+        row = await cur.fetchone()
+        return row[0] if row else 0
+
+    async def apply(self, conn, recorded: Recorded, event) -> None:
+        match event:
+            case Happened(n=n, seq=seq):
+                await conn.execute(
+                    "INSERT INTO test_counters AS t (stream_id, version, total, seqs) VALUES (%s, %s, %s, ARRAY[%s])"
+                    " ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version,"
+                    " total = t.total + excluded.total, seqs = t.seqs || excluded.seqs",
+                    (recorded.stream_id, recorded.version, n, seq),
+                )
+            case Poisoned(reason=reason):
+                raise RuntimeError(reason)
+
+
+@pytest.fixture(scope="module")
+async def counters(pool):
+    async with pool.connection() as conn:
+        await conn.execute("CREATE TABLE IF NOT EXISTS test_counters"
+                           " (stream_id text PRIMARY KEY, version int NOT NULL, total int NOT NULL, seqs int[] NOT NULL)")
+    return CounterProjector()
+
+
+async def row(pool, stream: str):
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT version, total, seqs FROM test_counters WHERE stream_id = %s", (stream,))
+        return await cur.fetchone()
+
+
+async def stream_of(pool, n: int) -> tuple[str, list[Recorded]]:
+    stream = f"count-{uuid.uuid4()}"
+    async with pool.connection() as conn:
+        await store.append(conn, stream, 0, [Happened(n=10 * i, seq=i) for i in range(1, n + 1)])
+        return stream, await store.read_stream(conn, stream)
+
+
+@pytest.mark.parametrize("order", [
+    [1, 1, 2, 2, 3, 3],  # every event twice
+    [2, 1, 3],  # out of order
+    [3],  # after a gap
+    [3, 2, 1, 3],
+])
+async def test_any_delivery_order_leaves_the_row_as_one_in_order_pass(pool, counters, order):
+    reference, ref_events = await stream_of(pool, 3)
+    target, events = await stream_of(pool, 3)
+    async with pool.connection() as conn:
+        for e in ref_events:
+            assert await project(conn, counters, e) == Outcome.APPLIED
+        outcomes = [await project(conn, counters, events[v - 1]) for v in order]
+    assert await row(pool, target) == await row(pool, reference) == (3, 60, [1, 2, 3])
+    assert outcomes[0] == Outcome.APPLIED
+    assert outcomes.count(Outcome.DUPLICATE) == len(order) - outcomes.count(Outcome.APPLIED)
+
+
+async def test_an_unknown_event_type_is_skipped_and_later_events_still_apply(pool, counters):
+    stream = f"count-{uuid.uuid4()}"
+    async with pool.connection() as conn:
+        await conn.execute(
+            "INSERT INTO events (event_id, stream_id, version, type, data, correlation_id)"
+            " VALUES (%s, %s, 1, 'test.from-the-future', '{}', %s)", (uuid.uuid4(), stream, uuid.uuid4()))
+        await store.append(conn, stream, 1, [Happened(n=5, seq=2)])
+        unknown, known = await store.read_stream(conn, stream)
+        with pytest.raises(LookupError):
+            await project(conn, counters, unknown, strict=True)  # a rebuild must not lose data quietly
+        assert await project(conn, counters, unknown) == Outcome.UNKNOWN
+        assert await project(conn, counters, known) == Outcome.APPLIED
+    assert await row(pool, stream) == (2, 5, [2])
+
+
+@contextlib.asynccontextmanager
+async def pipeline(services, projector, **consumer_args):
+    """The projection consumer and the relay, running against the real broker and database."""
+    consumer = ProjectionConsumer(projector, services.database_url, services.rabbitmq_url,
+                                  bindings=("test.#",), **consumer_args)
+    relay = Relay(services.database_url, services.rabbitmq_url, poll_seconds=0.2)
+    stop = asyncio.Event()
+    await consumer.start()
+    relaying = asyncio.create_task(relay.run(stop))
+    try:
+        yield consumer
+    finally:
+        stop.set()
+        await relaying
+        await consumer.stop()
+
+
+async def test_events_flow_through_the_broker_into_the_read_table(services, pool, counters):
+    async with pipeline(services, counters):
+        streams = [(await stream_of(pool, 5))[0] for _ in range(20)]
+
+        async def all_projected():
+            return all([await row(pool, s) == (5, 150, [1, 2, 3, 4, 5]) for s in streams])
+        await eventually(all_projected, what="20 streams projected")
+        async with pool.connection() as conn:
+            checkpoint = await store.load_checkpoint(conn, counters.name)
+            last = (await store.read_stream(conn, streams[-1]))[-1]
+        assert checkpoint >= last.checkpoint
+
+
+async def test_a_poison_message_is_dead_lettered_and_other_streams_keep_flowing(services, pool, counters):
+    async with pipeline(services, counters, max_attempts=3) as consumer:
+        poisoned = f"count-{uuid.uuid4()}"
+        async with pool.connection() as conn:
+            await store.append(conn, poisoned, 0, [Poisoned(reason="bad data")])
+        healthy = [(await stream_of(pool, 2))[0] for _ in range(5)]
+
+        async def healthy_projected():
+            return all([await row(pool, s) == (2, 30, [1, 2]) for s in healthy])
+        await eventually(healthy_projected, what="the healthy streams")
+        await eventually(lambda: _async(consumer.counts["dead_lettered"] == 1), what="a dead letter")
+        assert consumer.counts["failed"] == 3
+
+    async with await aio_pika.connect(services.rabbitmq_url) as connection:
+        channel = await connection.channel()
+        dlq = await channel.declare_queue("projections.testcount.dlq", passive=True)
+        message = await dlq.get(timeout=5)
+        await message.ack()
+    assert message.headers["stream_id"] == poisoned
+    assert message.headers["x-attempts"] == 3
+    assert "bad data" in message.headers["x-error"]
+    assert message.headers["x-original-routing-key"] == "test.poisoned"
+    assert await row(pool, poisoned) is None
+
+
+async def _async(value):
+    return value

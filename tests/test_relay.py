@@ -1,0 +1,161 @@
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import uuid
+
+import msgspec
+
+from events import store
+from events.base import Recorded
+from tests.support import Happened, Tap, eventually
+from workers.relay import CHECKPOINT, Relay
+
+
+async def append_events(pool, count: int, streams: int = 10) -> set[str]:
+    names = [f"relay-{uuid.uuid4()}" for _ in range(streams)]
+    async with pool.connection() as conn:
+        for i in range(count):
+            name = names[i % streams]
+            async with conn.transaction():
+                await store.append(conn, name, i // streams, [Happened(seq=i)])
+    return set(names)
+
+
+@contextlib.asynccontextmanager
+async def running(relay: Relay):
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        yield relay
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+
+
+def relay_for(services, url: str | None = None) -> Relay:
+    return Relay(services.database_url, url or services.rabbitmq_url, poll_seconds=0.2)
+
+
+async def arrived(tap: Tap, streams: set[str], count: int):
+    async def probe():
+        return len({m.message_id for m in tap.for_streams(streams)}) >= count
+    await eventually(probe, what=f"{count} events on the broker")
+
+
+async def test_relay_publishes_every_event_with_its_properties(services, pool):
+    async with Tap(services.rabbitmq_url) as tap, running(relay_for(services)):
+        stream = f"relay-{uuid.uuid4()}"
+        async with pool.connection() as conn:
+            await store.append(conn, stream, 0, [Happened(n=1), Happened(n=2), Happened(n=3)])
+            stored = await store.read_stream(conn, stream)
+        await arrived(tap, {stream}, 3)
+    got = tap.for_streams({stream})
+    assert len(got) == 3
+    for message, event in zip(got, stored, strict=True):
+        assert message.routing_key == "test.happened" and message.type == "test.happened"
+        assert message.message_id == str(event.id)
+        assert message.delivery_mode == 2  # persistent
+        assert message.content_type == "application/json"
+        assert message.headers["stream_id"] == stream
+        assert message.headers["version"] == event.version
+        assert message.headers["position"] == event.position
+        assert message.headers["correlation_id"] == str(event.correlation_id)
+        body = msgspec.json.decode(message.body, type=Recorded)
+        assert body.event() == event.event() and body.version == event.version
+
+
+async def test_appends_succeed_while_the_broker_is_unreachable_and_arrive_once_it_is_back(services, pool):
+    closed = "amqp://guest:guest@127.0.0.1:1/"
+    async with Tap(services.rabbitmq_url) as tap:
+        async with running(relay_for(services, closed)) as blind:
+            streams = await append_events(pool, 50)  # appends do not need the broker
+            await eventually(lambda: _async(blind.publish_failures > 0), what="a failed publish")
+            assert blind.published == 0
+        assert tap.for_streams(streams) == []
+        async with running(relay_for(services)):
+            await arrived(tap, streams, 50)
+
+
+async def test_relay_resumes_after_its_broker_connection_is_cut(services, pool):
+    async with Tap(services.rabbitmq_url) as tap, running(relay_for(services)) as relay:
+        first = await append_events(pool, 100)
+        await arrived(tap, first, 100)
+        # The management API lists a new connection after a short delay.
+        cut = await eventually(lambda: services.admin.close_connections(services.vhost, "orders-relay"),
+                               what="the relay's connection to cut")
+        assert len(cut) == 1
+        second = await append_events(pool, 100)
+        await arrived(tap, second, 100)
+    assert relay.published >= 200
+
+
+def start_relay(services, **env: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "workers.cli", "relay"],
+                            env=services.env(RELAY_POLL_SECONDS="0.2", **env))
+
+
+async def test_a_killed_relay_resumes_from_its_checkpoint(services, pool):
+    async with Tap(services.rabbitmq_url) as tap:
+        streams = await append_events(pool, 3000, streams=30)
+        relay = start_relay(services, RELAY_BATCH_SIZE="20")
+        try:
+            async def some():
+                return len(tap.for_streams(streams)) > 0
+            await eventually(some, what="the first published events")
+            relay.send_signal(signal.SIGKILL)
+            relay.wait(10)
+            before_restart = len({m.message_id for m in tap.for_streams(streams)})
+            relay = start_relay(services, RELAY_BATCH_SIZE="20")
+            await arrived(tap, streams, 3000)
+        finally:
+            relay.terminate()
+            relay.wait(10)
+    ids = [m.message_id for m in tap.for_streams(streams)]
+    assert len(set(ids)) == 3000
+    assert len(ids) - 3000 <= 20  # at most the one batch in flight at the kill is published twice
+    assert before_restart < 3000 or len(ids) == 3000
+
+
+async def _active_relay_pid(pool) -> int | None:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE l.locktype = 'advisory' AND l.objid = %s AND l.granted AND a.datname = current_database()",
+            (7_420_002,),
+        )
+        row = await cur.fetchone()
+    return int(row[0].rsplit("-", 1)[1]) if row else None
+
+
+async def test_two_relays_publish_each_event_once_and_the_standby_takes_over(services, pool):
+    async with Tap(services.rabbitmq_url) as tap:
+        relays = [start_relay(services), start_relay(services)]
+        try:
+            first = await append_events(pool, 300)
+            await arrived(tap, first, 300)
+            active = await eventually(lambda: _active_relay_pid(pool), what="an active relay")
+            assert active in {r.pid for r in relays}
+            async with pool.connection() as conn:
+                head = await store.head(conn)
+                await eventually(lambda: _checkpoint_at(conn, head), what="the relay checkpoint")
+            os.kill(active, signal.SIGKILL)
+            second = await append_events(pool, 300)
+            await arrived(tap, second, 300)
+            assert await _active_relay_pid(pool) not in (None, active)
+        finally:
+            for r in relays:
+                r.terminate()
+                r.wait(10)
+    ids = [m.message_id for m in tap.for_streams(first | second)]
+    assert len(ids) == len(set(ids)) == 600
+
+
+async def _checkpoint_at(conn, head):
+    return await store.load_checkpoint(conn, CHECKPOINT) >= head
+
+
+async def _async(value):
+    return value
