@@ -25,8 +25,9 @@ class Services:
                 "ORDERS_DEV_MODE": "1", "ARGON2_TIME_COST": "1", "ARGON2_MEMORY_KIB": "1024", **extra}
 
     def settings(self, **overrides) -> Settings:
-        return Settings(database_url=self.database_url, rabbitmq_url=self.rabbitmq_url, dev_mode=True,
-                        argon2_time_cost=1, argon2_memory_kib=1024, **overrides)
+        values = dict(database_url=self.database_url, rabbitmq_url=self.rabbitmq_url, dev_mode=True,
+                      argon2_time_cost=1, argon2_memory_kib=1024)
+        return Settings(**{**values, **overrides})
 
 
 @pytest.fixture(scope="session")

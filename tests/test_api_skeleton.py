@@ -1,0 +1,43 @@
+import pytest
+from litestar.testing import AsyncTestClient
+
+from api.app import create_app
+
+
+@pytest.fixture
+async def client(services):
+    async with AsyncTestClient(create_app(services.settings())) as c:
+        yield c
+
+
+async def test_health_answers_without_dependencies(client):
+    r = await client.get("/health")
+    assert r.status_code == 200 and r.json() == {"status": "ok"}
+
+
+async def test_ready_answers_200_when_postgres_and_rabbitmq_are_reachable(client):
+    r = await client.get("/ready")
+    assert r.status_code == 200
+    assert r.json()["checks"] == {"postgres": "ok", "rabbitmq": "ok"}
+
+
+async def test_ready_answers_503_as_a_problem_when_rabbitmq_is_unreachable(services):
+    app = create_app(services.settings(rabbitmq_url="amqp://guest:guest@127.0.0.1:1/"))
+    async with AsyncTestClient(app) as c:
+        r = await c.get("/ready")
+    assert r.status_code == 503
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert r.json()["checks"] == {"postgres": "ok", "rabbitmq": "unreachable"}
+
+
+async def test_openapi_document_is_served_under_schema(client):
+    r = await client.get("/schema/openapi.json")
+    assert r.status_code == 200
+    assert "/health" in r.json()["paths"]
+
+
+async def test_an_unknown_path_is_a_404_problem(client):
+    r = await client.get("/nowhere")
+    assert r.status_code == 404
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert r.json()["status"] == 404 and r.json()["title"] == "Not Found"
