@@ -10,8 +10,12 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
-from api import health
+from litestar.middleware import DefineMiddleware
+from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, SecurityScheme
+
+from api import auth, health, users
 from api.problems import HANDLERS
+from api.security import Passwords, Tokens
 from events.db import make_pool
 from events.settings import Settings, settings as env_settings
 
@@ -20,6 +24,7 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or env_settings()
+    tokens = Tokens(settings)  # refuses a weak JWT secret outside dev mode, before anything starts
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -32,9 +37,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await pool.close()
 
     return Litestar(
-        route_handlers=[health.health, health.ready],
+        route_handlers=[health.health, health.ready, *auth.ROUTES, *users.ROUTES],
         lifespan=[lifespan],
-        state=State({"settings": settings}),
+        state=State({"settings": settings, "tokens": tokens, "passwords": Passwords(settings)}),
+        middleware=[DefineMiddleware(auth.BearerAuth, exclude_from_auth_key="public",
+                                     exclude=["^/schema", "^/health", "^/ready"], exclude_http_methods=["OPTIONS"])],
         exception_handlers=HANDLERS,
         request_max_body_size=settings.max_body_bytes,
         cors_config=CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None,
@@ -43,5 +50,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             version="0.1.0",
             path="/schema",
             render_plugins=[SwaggerRenderPlugin(path="/swagger"), ScalarRenderPlugin(path="/")],
+            components=Components(security_schemes={"bearer": SecurityScheme(
+                type="oauth2", flows=OAuthFlows(password=OAuthFlow(token_url="/auth/login", scopes={})),
+                description="Log in with email as username; the docs page sends the access token.",
+            )}),
+            security=[{"bearer": []}],
         ),
     )

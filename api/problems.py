@@ -23,14 +23,14 @@ _STATUS = {
 }
 
 
-def problem(status: int, detail: str | None = None, *, title: str | None = None,
+def problem(code: int, detail: str | None = None, *, title: str | None = None,
             headers: dict[str, str] | None = None, **extra: object) -> Response:
-    phrase = HTTPStatus(status).phrase
-    body = {"type": f"/problems/{phrase.lower().replace(' ', '-')}", "title": title or phrase, "status": status}
+    phrase = HTTPStatus(code).phrase
+    body = {"type": f"/problems/{phrase.lower().replace(' ', '-')}", "title": title or phrase, "status": code}
     if detail:
         body["detail"] = detail
     body.update({k: v for k, v in extra.items() if v is not None})
-    return Response(body, status_code=status, media_type=PROBLEM, headers=headers)
+    return Response(body, status_code=code, media_type=PROBLEM, headers=headers)
 
 
 def _validation(_: Request, exc: ValidationException) -> Response:
@@ -44,6 +44,8 @@ def _validation(_: Request, exc: ValidationException) -> Response:
 
 def _http(_: Request, exc: HTTPException) -> Response:
     headers = dict(exc.headers or {})
+    if exc.status_code == 401:
+        headers.setdefault("WWW-Authenticate", "Bearer")
     extra = exc.extra if isinstance(exc.extra, dict) else {}
     return problem(exc.status_code, exc.detail if exc.detail != HTTPStatus(exc.status_code).phrase else None,
                    headers=headers or None, **extra)

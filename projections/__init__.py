@@ -7,4 +7,6 @@ __all__ = ["Outcome", "Projector", "project", "registry"]
 
 def registry() -> dict[str, Projector]:
     """The projectors `orders worker NAME` can run, by name."""
-    return {}
+    from projections.users import UsersProjector
+
+    return {p.name: p for p in (UsersProjector(),)}

@@ -93,9 +93,14 @@ async def test_an_unknown_event_type_is_skipped_and_later_events_still_apply(poo
 
 @contextlib.asynccontextmanager
 async def pipeline(services, projector, **consumer_args):
+    async with pipeline_for(services, projector, bindings=("test.#",), **consumer_args) as consumer:
+        yield consumer
+
+
+@contextlib.asynccontextmanager
+async def pipeline_for(services, projector, **consumer_args):
     """The projection consumer and the relay, running against the real broker and database."""
-    consumer = ProjectionConsumer(projector, services.database_url, services.rabbitmq_url,
-                                  bindings=("test.#",), **consumer_args)
+    consumer = ProjectionConsumer(projector, services.database_url, services.rabbitmq_url, **consumer_args)
     relay = Relay(services.database_url, services.rabbitmq_url, poll_seconds=0.2)
     stop = asyncio.Event()
     await consumer.start()

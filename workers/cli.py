@@ -47,6 +47,41 @@ def _worker(args: argparse.Namespace) -> None:
     run_until_signal(consumer.run)
 
 
+def _create_admin(args: argparse.Namespace) -> None:
+    import getpass
+
+    from api.accounts import register
+    from api.security import Passwords
+    from events.base import Meta
+    from events.db import make_pool
+    from events.errors import Conflict
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            sys.exit("the passwords differ")
+    if not 8 <= len(password) <= 128:
+        sys.exit("the password must be 8 to 128 characters")
+
+    async def create() -> None:
+        s = settings()
+        pool = make_pool(s.database_url, min_size=1, max_size=1)
+        await pool.open()
+        try:
+            user = await register(pool, Passwords(s), email=args.email, password=password, name=args.name,
+                                  role="admin", meta=Meta(actor="cli:create-admin"))
+        finally:
+            await pool.close()
+        print(f"created admin {user.email} ({user.id})")
+
+    try:
+        asyncio.run(create())
+    except Conflict as exc:
+        sys.exit(str(exc))
+
+
 def components(host: str, port: int) -> list[tuple[str, list[str]]]:
     from projections import registry
 
@@ -82,6 +117,12 @@ def parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="one worker: a projection name")
     worker.add_argument("name")
     worker.set_defaults(func=_worker)
+    users = sub.add_parser("users", help="manage accounts").add_subparsers(dest="users_command", required=True)
+    admin = users.add_parser("create-admin", help="bootstrap an admin (the API never lets anyone register as admin)")
+    admin.add_argument("--email", required=True)
+    admin.add_argument("--name", default="Administrator")
+    admin.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    admin.set_defaults(func=_create_admin)
     return p
 
 

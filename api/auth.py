@@ -1,0 +1,156 @@
+"""Authentication: the bearer-token middleware, role guards and the /auth routes."""
+
+import uuid
+from typing import Annotated, Literal
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.connection import ASGIConnection
+from litestar.datastructures import State
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.handlers import BaseRouteHandler
+from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+from litestar.params import JSONBody
+from msgspec import Meta
+
+from api import accounts, ratelimit
+from api.accounts import Caller
+from api.security import ACCESS, REFRESH, InvalidToken, TokenPair
+from events.base import Meta as EventMeta
+from events.errors import Invalid, Unauthorized
+
+Email = Annotated[str, Meta(min_length=3, max_length=254, pattern=r"^\s*[^@\s]+@[^@\s]+\.[^@\s]+\s*$")]
+Password = Annotated[str, Meta(min_length=8, max_length=128)]
+
+
+class BearerAuth(AbstractAuthenticationMiddleware):
+    """Every route not marked `public` needs a valid access token of a user who is still active and
+    whose login was not revoked; role and status come from the user's events, not from the token."""
+
+    async def authenticate_request(self, connection: ASGIConnection) -> AuthenticationResult:
+        scheme, _, token = connection.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise NotAuthorizedException("a bearer access token is required")
+        state = connection.app.state
+        try:
+            claims = state.tokens.decode(token.strip(), ACCESS)
+        except InvalidToken as exc:
+            raise NotAuthorizedException(f"invalid token: {exc}") from None
+        async with state.pool.connection() as conn:
+            caller = await accounts.load_caller(conn, claims["sub"], claims["fam"])
+        if caller is None:
+            raise NotAuthorizedException("the token's user is deactivated or its session was revoked")
+        return AuthenticationResult(user=caller, auth=claims)
+
+
+def requires(*roles: str):
+    """A guard admitting only callers with one of `roles`."""
+
+    def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+        if connection.user.role not in roles:
+            raise PermissionDeniedException(f"this needs the role {' or '.join(roles)}")
+
+    guard.__name__ = f"requires_{'_or_'.join(roles)}"
+    return guard
+
+
+def event_meta(request: Request, actor: str | None = None) -> EventMeta:
+    """Correlation id from the request (X-Correlation-ID) or a new one; the actor who caused it."""
+    raw = request.headers.get("x-correlation-id")
+    try:
+        correlation = uuid.UUID(raw) if raw else uuid.uuid4()
+    except ValueError:
+        correlation = uuid.uuid4()
+    if actor is None and isinstance(request.scope.get("user"), Caller):
+        actor = f"user:{request.scope['user'].id}"
+    return EventMeta(correlation_id=correlation, actor=actor)
+
+
+class RegisterIn(msgspec.Struct, forbid_unknown_fields=True):
+    email: Email
+    password: Password
+    name: Annotated[str, Meta(min_length=1, max_length=100)]
+    role: Literal["buyer", "seller"] = "buyer"
+
+
+class UserOut(msgspec.Struct):
+    id: uuid.UUID
+    email: str
+    name: str
+    role: str
+    created_at: str
+
+
+def user_out(user) -> UserOut:
+    return UserOut(id=user.id, email=user.email, name=user.name, role=user.role,
+                   created_at=user.created_at.isoformat())
+
+
+class LoginIn(msgspec.Struct):
+    email: Email
+    password: Annotated[str, Meta(min_length=1, max_length=128)]
+
+
+class RefreshIn(msgspec.Struct):
+    refresh_token: str
+
+
+PUBLIC = {"public": True}
+
+
+@post("/auth/register", opt=PUBLIC, operation_id="register", tags=["auth"], summary="Create a buyer or seller account")
+async def register(data: JSONBody[RegisterIn], request: Request, state: State) -> UserOut:
+    await ratelimit.limit(state.pool, request, "register", state.settings.register_rate_limit)
+    user = await accounts.register(state.pool, state.passwords, email=data.email, password=data.password,
+                                   name=data.name, role=data.role, meta=event_meta(request, "anonymous"))
+    return user_out(user)
+
+
+async def _login_fields(request: Request) -> LoginIn:
+    """JSON `{email, password}`, or the OAuth2 password form (`username`, `password`) of the docs page."""
+    if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        form = await request.form()
+        data = {"email": form.get("username") or form.get("email"), "password": form.get("password")}
+        body = msgspec.json.encode({k: v for k, v in data.items() if v is not None})
+    else:
+        body = await request.body()
+    try:
+        return msgspec.json.decode(body, type=LoginIn)
+    except msgspec.ValidationError as exc:
+        field = str(exc).rsplit("$.", 1)[-1].rstrip("`") if "$." in str(exc) else "body"
+        raise Invalid(field, str(exc)) from None
+    except msgspec.DecodeError:
+        raise Invalid("body", "the body must be JSON {email, password} or a form with username and password") from None
+
+
+@post("/auth/login", opt=PUBLIC, operation_id="login", tags=["auth"], status_code=200,
+      summary="Exchange email and password for an access and a refresh token")
+async def login(request: Request, state: State) -> TokenPair:
+    await ratelimit.limit(state.pool, request, "login", state.settings.login_rate_limit)
+    fields = await _login_fields(request)
+    return await accounts.login(state.pool, state.passwords, state.tokens, fields.email, fields.password)
+
+
+@post("/auth/refresh", opt=PUBLIC, operation_id="refresh", tags=["auth"], status_code=200,
+      summary="Rotate a refresh token into a new token pair")
+async def refresh(data: JSONBody[RefreshIn], state: State) -> TokenPair:
+    try:
+        claims = state.tokens.decode(data.refresh_token, REFRESH)
+    except InvalidToken as exc:
+        raise Unauthorized(f"invalid refresh token: {exc}") from None
+    return await accounts.refresh(state.pool, state.tokens, claims)
+
+
+@post("/auth/logout", operation_id="logout", tags=["auth"], status_code=204,
+      summary="Revoke this login's refresh tokens")
+async def logout(request: Request[Caller, dict, State], state: State) -> Response[None]:
+    await accounts.revoke_family(state.pool, request.user)
+    return Response(None, status_code=204)
+
+
+@get("/auth/me", operation_id="me", tags=["auth"], summary="The caller's account")
+async def me(request: Request[Caller, dict, State]) -> UserOut:
+    return user_out(request.user.user)
+
+
+ROUTES = [register, login, refresh, logout, me]

@@ -1,0 +1,80 @@
+"""Passwords (argon2, off the event loop) and tokens (PyJWT, HS256, typed access/refresh)."""
+
+import asyncio
+import logging
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import jwt
+import msgspec
+from passlib.context import CryptContext
+
+from events.settings import DEV_SECRET, Settings
+
+log = logging.getLogger(__name__)
+
+ACCESS, REFRESH = "access", "refresh"
+_REQUIRED = ["sub", "role", "typ", "jti", "fam", "iat", "exp", "iss", "aud"]
+
+
+class InvalidToken(Exception):
+    pass
+
+
+class Passwords:
+    def __init__(self, settings: Settings):
+        self.context = CryptContext(
+            schemes=["argon2"], deprecated="auto",
+            argon2__time_cost=settings.argon2_time_cost, argon2__memory_cost=settings.argon2_memory_kib,
+        )
+
+    async def hash(self, password: str) -> str:
+        return await asyncio.to_thread(self.context.hash, password)
+
+    async def verify(self, password: str, hashed: str) -> tuple[bool, str | None]:
+        """(matches, a new hash when the stored one uses outdated parameters)."""
+        return await asyncio.to_thread(self.context.verify_and_update, password, hashed)
+
+    async def dummy_verify(self) -> None:
+        """Spend the time of one verification, so an unknown email cannot be told by timing."""
+        await asyncio.to_thread(self.context.dummy_verify)
+
+
+class TokenPair(msgspec.Struct, frozen=True):
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    token_type: str = "bearer"
+
+
+class Tokens:
+    def __init__(self, settings: Settings):
+        secret = settings.jwt_secret
+        if len(secret.encode()) < 32 or secret == DEV_SECRET:
+            if not settings.dev_mode:
+                raise RuntimeError("JWT_SECRET must be at least 32 bytes (or set ORDERS_DEV_MODE=1 for local use)")
+            log.warning("DEV MODE: using a development JWT secret; never run like this in production")
+        self.secret, self.issuer, self.audience = secret, settings.jwt_issuer, settings.jwt_audience
+        self.access_ttl = timedelta(minutes=settings.access_token_minutes)
+        self.refresh_ttl = timedelta(days=settings.refresh_token_days)
+
+    def issue(self, typ: str, user_id: uuid.UUID, role: str, family: uuid.UUID,
+              jti: uuid.UUID | None = None) -> tuple[str, datetime]:
+        now = datetime.now(UTC)
+        expires = now + (self.access_ttl if typ == ACCESS else self.refresh_ttl)
+        claims = {"sub": str(user_id), "role": role, "typ": typ, "jti": str(jti or uuid.uuid4()),
+                  "fam": str(family), "iat": now, "exp": expires, "iss": self.issuer, "aud": self.audience}
+        return jwt.encode(claims, self.secret, algorithm="HS256"), expires
+
+    def decode(self, token: str, typ: str) -> dict:
+        """Verify signature, algorithm, expiry, issuer, audience, required claims and the token type."""
+        try:
+            claims = jwt.decode(token, self.secret, algorithms=["HS256"], audience=self.audience,
+                                issuer=self.issuer, options={"require": _REQUIRED})
+            claims["sub"], claims["jti"], claims["fam"] = (
+                uuid.UUID(claims["sub"]), uuid.UUID(claims["jti"]), uuid.UUID(claims["fam"]))
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+            raise InvalidToken(str(exc)) from None
+        if claims["typ"] != typ:
+            raise InvalidToken(f"a {claims['typ']} token cannot be used as a {typ} token")
+        return claims

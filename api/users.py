@@ -1,0 +1,86 @@
+"""Administration of users (admin only)."""
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+from litestar import Request, get, post
+from litestar.datastructures import State
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+
+from api import accounts
+from api.auth import UserOut, event_meta, requires
+from api.pagination import decode_cursor, encode_cursor
+from events.users import Role
+
+
+class UserRow(msgspec.Struct):
+    id: uuid.UUID
+    email: str
+    name: str
+    role: str
+    active: bool
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+class UserPage(msgspec.Struct):
+    items: list[UserRow]
+    next_cursor: str | None
+
+
+class RoleIn(msgspec.Struct, forbid_unknown_fields=True):
+    role: Role
+
+
+class AdminUserOut(UserOut):
+    active: bool = True
+    version: int = 0
+
+
+ADMIN = [requires("admin")]
+
+
+@get("/users", guards=ADMIN, operation_id="listUsers", tags=["users"], summary="All users, oldest first")
+async def list_users(
+    state: State,
+    limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
+    cursor: FromQuery[str | None] = None,
+) -> UserPage:
+    after = decode_cursor(state.settings.jwt_secret, cursor) if cursor else None
+    async with state.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT id, email, name, role, active, created_at, updated_at, version FROM users"
+            " WHERE %(after)s::text IS NULL OR (created_at, id) > (%(ts)s::timestamptz, %(id)s::uuid)"
+            " ORDER BY created_at, id LIMIT %(limit)s",
+            {"after": "x" if after else None, "ts": after[0] if after else None,
+             "id": after[1] if after else None, "limit": limit + 1},
+        )
+        rows = [UserRow(*r) for r in await cur.fetchall()]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = encode_cursor(state.settings.jwt_secret, [rows[-1].created_at.isoformat(), str(rows[-1].id)]) \
+        if more else None
+    return UserPage(items=rows, next_cursor=next_cursor)
+
+
+def _admin_out(user) -> AdminUserOut:
+    return AdminUserOut(id=user.id, email=user.email, name=user.name, role=user.role,
+                        created_at=user.created_at.isoformat(), active=user.active, version=user.version)
+
+
+@post("/users/{user_id:uuid}/role", guards=ADMIN, operation_id="changeRole", tags=["users"], status_code=200,
+      summary="Give a user another role")
+async def change_role(user_id: FromPath[uuid.UUID], data: JSONBody[RoleIn], request: Request, state: State) -> AdminUserOut:
+    return _admin_out(await accounts.change_role(state.pool, user_id, data.role, event_meta(request)))
+
+
+@post("/users/{user_id:uuid}/deactivate", guards=ADMIN, operation_id="deactivateUser", tags=["users"],
+      status_code=200, summary="Deactivate a user; their tokens stop working at once")
+async def deactivate(user_id: FromPath[uuid.UUID], request: Request, state: State) -> AdminUserOut:
+    return _admin_out(await accounts.deactivate(state.pool, user_id, event_meta(request)))
+
+
+ROUTES = [list_users, change_role, deactivate]

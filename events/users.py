@@ -1,0 +1,88 @@
+"""User accounts: events, state and decisions. Passwords never enter an event (events are published
+to the broker); hashes live in the write-side `credentials` table."""
+
+import uuid
+from datetime import datetime
+from typing import Literal
+
+import msgspec
+
+from events.base import Event, event
+from events.errors import Conflict, NotFound
+
+Role = Literal["buyer", "seller", "admin"]
+ROLES: tuple[str, ...] = ("buyer", "seller", "admin")
+
+
+def stream(user_id: uuid.UUID) -> str:
+    return f"user-{user_id}"
+
+
+@event("user.registered")
+class UserRegistered(Event):
+    user_id: uuid.UUID
+    email: str
+    name: str
+    role: Role
+    registered_at: datetime
+
+
+@event("user.role_changed")
+class UserRoleChanged(Event):
+    user_id: uuid.UUID
+    role: Role
+    previous_role: Role
+
+
+@event("user.deactivated")
+class UserDeactivated(Event):
+    user_id: uuid.UUID
+
+
+class User(msgspec.Struct, frozen=True, kw_only=True):
+    id: uuid.UUID
+    email: str
+    name: str
+    role: Role
+    active: bool
+    created_at: datetime
+    version: int
+
+
+def evolve(state: User | None, e: Event, version: int) -> User | None:
+    match e:
+        case UserRegistered():
+            return User(id=e.user_id, email=e.email, name=e.name, role=e.role, active=True,
+                        created_at=e.registered_at, version=version)
+        case UserRoleChanged() if state:
+            return msgspec.structs.replace(state, role=e.role, version=version)
+        case UserDeactivated() if state:
+            return msgspec.structs.replace(state, active=False, version=version)
+    return msgspec.structs.replace(state, version=version) if state else state
+
+
+def fold(events: list[tuple[Event, int]]) -> User | None:
+    state = None
+    for e, version in events:
+        state = evolve(state, e, version)
+    return state
+
+
+def register(user_id: uuid.UUID, email: str, name: str, role: Role, now: datetime) -> list[Event]:
+    return [UserRegistered(user_id=user_id, email=email, name=name, role=role, registered_at=now)]
+
+
+def change_role(user: User | None, role: Role) -> list[Event]:
+    if user is None:
+        raise NotFound("no such user")
+    if user.role == role:
+        return []
+    return [UserRoleChanged(user_id=user.id, role=role, previous_role=user.role)]
+
+
+def deactivate(user: User | None) -> list[Event]:
+    if user is None:
+        raise NotFound("no such user")
+    if not user.active:
+        raise Conflict("the user is already deactivated", current_status="deactivated")
+    return [UserDeactivated(user_id=user.id)]
