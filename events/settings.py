@@ -58,8 +58,8 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     raw: dict[str, object] = {}
     for var, field in _ENV.items():
-        if var not in env:
-            continue
+        if not env.get(var):
+            continue  # unset or empty: keep the default
         value: object = env[var]
         if field == "cors_origins":
             value = [o.strip() for o in env[var].split(",") if o.strip()]
