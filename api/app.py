@@ -13,7 +13,9 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.middleware import DefineMiddleware
 from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, SecurityScheme
 
-from api import auth, health, users
+from api import auth, health, products, users
+from api.consistency import Projected
+from projections.catalog import CatalogProjector
 from api.problems import HANDLERS
 from api.security import Passwords, Tokens
 from events.db import make_pool
@@ -31,15 +33,18 @@ def create_app(settings: Settings | None = None) -> Litestar:
         pool = make_pool(settings.database_url, min_size=2, max_size=16)
         await pool.open()
         app.state.pool = pool
+        await app.state.projected.start()
         try:
             yield
         finally:
+            await app.state.projected.stop()
             await pool.close()
 
     return Litestar(
-        route_handlers=[health.health, health.ready, *auth.ROUTES, *users.ROUTES],
+        route_handlers=[health.health, health.ready, *auth.ROUTES, *users.ROUTES, *products.ROUTES],
         lifespan=[lifespan],
-        state=State({"settings": settings, "tokens": tokens, "passwords": Passwords(settings)}),
+        state=State({"settings": settings, "tokens": tokens, "passwords": Passwords(settings),
+                     "projected": Projected(settings.database_url), "catalog_projector": CatalogProjector()}),
         middleware=[DefineMiddleware(auth.BearerAuth, exclude_from_auth_key="public",
                                      exclude=["^/schema", "^/health", "^/ready"], exclude_http_methods=["OPTIONS"])],
         exception_handlers=HANDLERS,

@@ -26,6 +26,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     login_rate_limit: int = 10  # requests per minute per client address
     register_rate_limit: int = 10
     max_body_bytes: int = 1_048_576
+    default_currency: str = "USD"
+    ryw_timeout: float = 2.0  # seconds a command waits for its projection (read-your-writes)
     relay_batch_size: int = 1000
     relay_poll_seconds: float = 1.0
     projection_max_attempts: int = 5
@@ -47,6 +49,8 @@ _ENV = {
     "LOGIN_RATE_LIMIT": "login_rate_limit",
     "REGISTER_RATE_LIMIT": "register_rate_limit",
     "MAX_BODY_BYTES": "max_body_bytes",
+    "DEFAULT_CURRENCY": "default_currency",
+    "READ_YOUR_WRITES_TIMEOUT": "ryw_timeout",
     "RELAY_BATCH_SIZE": "relay_batch_size",
     "RELAY_POLL_SECONDS": "relay_poll_seconds",
     "PROJECTION_MAX_ATTEMPTS": "projection_max_attempts",

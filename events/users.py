@@ -19,7 +19,7 @@ def stream(user_id: uuid.UUID) -> str:
 
 
 @event("user.registered")
-class UserRegistered(Event):
+class UserRegistered(Event, kw_only=True):
     user_id: uuid.UUID
     email: str
     name: str
@@ -28,14 +28,14 @@ class UserRegistered(Event):
 
 
 @event("user.role_changed")
-class UserRoleChanged(Event):
+class UserRoleChanged(Event, kw_only=True):
     user_id: uuid.UUID
     role: Role
     previous_role: Role
 
 
 @event("user.deactivated")
-class UserDeactivated(Event):
+class UserDeactivated(Event, kw_only=True):
     user_id: uuid.UUID
 
 

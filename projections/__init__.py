@@ -7,6 +7,7 @@ __all__ = ["Outcome", "Projector", "project", "registry"]
 
 def registry() -> dict[str, Projector]:
     """The projectors `orders worker NAME` can run, by name."""
+    from projections.catalog import CatalogProjector
     from projections.users import UsersProjector
 
-    return {p.name: p for p in (UsersProjector(),)}
+    return {p.name: p for p in (UsersProjector(), CatalogProjector())}

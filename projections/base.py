@@ -67,5 +67,8 @@ async def project(conn: AsyncConnection, projector: Projector, recorded: Recorde
                 for earlier in missing:
                     await _apply_one(conn, projector, earlier, strict)
             outcome = await _apply_one(conn, projector, recorded, strict)
+            # Delivered at commit: API requests waiting to read their own write (api/consistency.py).
+            await conn.execute("SELECT pg_notify('projected', %s)",
+                               (f"{projector.name} {recorded.stream_id} {recorded.version}",))
         await store.save_checkpoint(conn, projector.name, recorded.checkpoint)
     return outcome

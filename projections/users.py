@@ -1,9 +1,17 @@
-"""The `users` read table."""
+"""The `users` read table: each user as `events.users.evolve` folds their stream."""
+
+import uuid
 
 from psycopg import AsyncConnection
 
 from events.base import Event, Recorded
-from events.users import UserDeactivated, UserRegistered, UserRoleChanged
+from events.users import User, evolve
+
+_FIELDS = tuple(User.__struct_fields__)  # id, email, name, role, active, created_at, version
+
+
+def _user_id(stream_id: str) -> uuid.UUID:
+    return uuid.UUID(stream_id.removeprefix("user-"))
 
 
 class UsersProjector:
@@ -11,28 +19,20 @@ class UsersProjector:
     tables = ("users",)
 
     async def version(self, conn: AsyncConnection, stream_id: str) -> int:
-        cur = await conn.execute("SELECT version FROM users WHERE id = %s", (stream_id.removeprefix("user-"),))
+        cur = await conn.execute("SELECT version FROM users WHERE id = %s", (_user_id(stream_id),))
         row = await cur.fetchone()
         return row[0] if row else 0
 
     async def apply(self, conn: AsyncConnection, recorded: Recorded, event: Event) -> None:
-        match event:
-            case UserRegistered():
-                await conn.execute(
-                    "INSERT INTO users (id, email, name, role, active, created_at, updated_at, version)"
-                    " VALUES (%s, %s, %s, %s, true, %s, %s, %s)",
-                    (event.user_id, event.email, event.name, event.role, event.registered_at,
-                     recorded.recorded_at, recorded.version),
-                )
-            case UserRoleChanged():
-                await self._update(conn, recorded, "role = %s", event.role)
-            case UserDeactivated():
-                await self._update(conn, recorded, "active = %s", False)
-            case _:
-                await self._update(conn, recorded, "version = version")  # no visible change
-
-    async def _update(self, conn: AsyncConnection, recorded: Recorded, assignment: str, *values) -> None:
+        cur = await conn.execute(f"SELECT {', '.join(_FIELDS)} FROM users WHERE id = %s",
+                                 (_user_id(recorded.stream_id),))
+        row = await cur.fetchone()
+        user = evolve(User(**dict(zip(_FIELDS, row, strict=True))) if row else None, event, recorded.version)
+        if user is None:
+            return
         await conn.execute(
-            f"UPDATE users SET {assignment}, updated_at = %s, version = %s WHERE id = %s",
-            (*values, recorded.recorded_at, recorded.version, recorded.stream_id.removeprefix("user-")),
+            f"INSERT INTO users ({', '.join(_FIELDS)}, updated_at) VALUES ({', '.join(['%s'] * len(_FIELDS))}, %s)"
+            f" ON CONFLICT (id) DO UPDATE SET {', '.join(f'{f} = excluded.{f}' for f in _FIELDS if f != 'id')},"
+            " updated_at = excluded.updated_at",
+            [*(getattr(user, f) for f in _FIELDS), recorded.recorded_at],
         )

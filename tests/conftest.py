@@ -48,3 +48,25 @@ async def pool(services):
     await p.open()
     yield p
     await p.close()
+
+
+@pytest.fixture(scope="module")
+async def projections_running(services):
+    """The relay and the real projection workers (users, catalog, ...), for one test module."""
+    import asyncio
+
+    from projections import registry
+    from workers.consumer import ProjectionConsumer
+    from workers.relay import Relay
+
+    consumers = [ProjectionConsumer(p, services.database_url, services.rabbitmq_url) for p in registry().values()]
+    for c in consumers:
+        await c.start()
+    stop = asyncio.Event()
+    relay = Relay(services.database_url, services.rabbitmq_url, poll_seconds=0.2)
+    task = asyncio.create_task(relay.run(stop))
+    yield consumers
+    stop.set()
+    await task
+    for c in consumers:
+        await c.stop()

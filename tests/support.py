@@ -22,14 +22,14 @@ RABBITMQ_ADMIN = os.environ.get("TEST_RABBITMQ_ADMIN", f"http://{RABBITMQ_HOST}:
 
 
 @event("test.happened")
-class Happened(Event):
+class Happened(Event, kw_only=True):
     writer: int = 0
     seq: int = 0
     n: int = 1
 
 
 @event("test.poisoned")
-class Poisoned(Event):
+class Poisoned(Event, kw_only=True):
     reason: str = "always fails"
 
 
@@ -138,3 +138,69 @@ class Tap:
 
     def for_streams(self, streams: set[str]) -> list:
         return [m for m in self.messages if m.headers.get("stream_id") in streams]
+
+
+PASSWORD = "correct horse battery"
+
+
+def bearer(tokens: dict | str) -> dict:
+    token = tokens if isinstance(tokens, str) else tokens["access_token"]
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def account(client, role: str = "buyer") -> dict:
+    """Register and log in through the API; returns the login's tokens plus the user's `id`."""
+    import uuid
+
+    address = f"{role}-{uuid.uuid4().hex[:12]}@example.com"
+    r = await client.post("/auth/register", json={"email": address, "password": PASSWORD, "name": role.title(),
+                                                  "role": role})
+    assert r.status_code == 201, r.text
+    tokens = (await client.post("/auth/login", json={"email": address, "password": PASSWORD})).json()
+    return {**tokens, "id": r.json()["id"], "email": address}
+
+
+async def admin_account(client, pool, settings) -> dict:
+    """An admin, made as `orders users create-admin` makes one (the API cannot)."""
+    import uuid
+
+    from api.accounts import register
+    from api.security import Passwords
+    from events.base import Meta
+
+    address = f"admin-{uuid.uuid4().hex[:12]}@example.com"
+    user = await register(pool, Passwords(settings), email=address, password=PASSWORD, name="Admin",
+                          role="admin", meta=Meta(actor="test"))
+    tokens = (await client.post("/auth/login", json={"email": address, "password": PASSWORD})).json()
+    return {**tokens, "id": str(user.id), "email": address}
+
+
+import contextlib
+
+
+@contextlib.asynccontextmanager
+async def serve(app):
+    """Run `app` under a real uvicorn server on a free local port, in this event loop (so it shares the
+    loop with in-process workers), and yield an HTTP client for it."""
+    import httpx
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           lifespan="on", access_log=False))
+    server.install_signal_handlers = lambda: None  # uvicorn < 0.29 API
+    server.capture_signals = contextlib.nullcontext  # keep pytest's own signal handling
+    task = asyncio.create_task(server.serve())
+    await eventually(lambda: _done(server.started or task.done()), timeout=20, what="the API server to start")
+    if task.done():
+        task.result()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def _done(value):
+    return value

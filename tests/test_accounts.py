@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import jwt
 import pytest
-from litestar.testing import AsyncTestClient
+from tests.support import serve
 
 from api.app import create_app
 from events.settings import DEV_SECRET
@@ -20,7 +20,7 @@ PASSWORD = "correct horse battery"
 @pytest.fixture(scope="module")
 async def client(services):
     app = create_app(services.settings(login_rate_limit=10_000, register_rate_limit=10_000))
-    async with AsyncTestClient(app) as c:
+    async with serve(app) as c:
         yield c
 
 
@@ -255,7 +255,7 @@ async def test_no_password_or_hash_reaches_a_response_or_a_log_line(client, capl
 
 async def test_login_and_register_are_rate_limited_per_client_with_retry_after(services):
     app = create_app(services.settings(login_rate_limit=3))
-    async with AsyncTestClient(app) as c:
+    async with serve(app) as c:
         codes = []
         for _ in range(8):  # a minute boundary in between resets the window once at most
             r = await c.post("/auth/login", json={"email": email(), "password": PASSWORD})
@@ -269,7 +269,7 @@ async def test_login_and_register_are_rate_limited_per_client_with_retry_after(s
 
 async def test_oversized_bodies_are_refused_with_413(services):
     app = create_app(services.settings(max_body_bytes=2048))
-    async with AsyncTestClient(app) as c:
+    async with serve(app) as c:
         r = await c.post("/auth/register", content=b'{"email": "' + b"a" * 5000 + b'"}',
                          headers={"content-type": "application/json"})
     assert r.status_code == 413
@@ -283,7 +283,7 @@ async def test_a_short_jwt_secret_is_refused_outside_dev_mode(services):
 
 async def test_cors_allows_the_configured_origins_only(services):
     app = create_app(services.settings(cors_origins=("https://shop.example",)))
-    async with AsyncTestClient(app) as c:
+    async with serve(app) as c:
         ok = await c.options("/auth/login", headers={"Origin": "https://shop.example",
                                                      "Access-Control-Request-Method": "POST"})
         other = await c.options("/auth/login", headers={"Origin": "https://evil.example",

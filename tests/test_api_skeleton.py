@@ -1,12 +1,12 @@
 import pytest
-from litestar.testing import AsyncTestClient
+from tests.support import serve
 
 from api.app import create_app
 
 
 @pytest.fixture
 async def client(services):
-    async with AsyncTestClient(create_app(services.settings())) as c:
+    async with serve(create_app(services.settings())) as c:
         yield c
 
 
@@ -23,7 +23,7 @@ async def test_ready_answers_200_when_postgres_and_rabbitmq_are_reachable(client
 
 async def test_ready_answers_503_as_a_problem_when_rabbitmq_is_unreachable(services):
     app = create_app(services.settings(rabbitmq_url="amqp://guest:guest@127.0.0.1:1/"))
-    async with AsyncTestClient(app) as c:
+    async with serve(app) as c:
         r = await c.get("/ready")
     assert r.status_code == 503
     assert r.headers["content-type"].startswith("application/problem+json")

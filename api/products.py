@@ -1,0 +1,255 @@
+"""/products routes: create, change, restock, discontinue (sellers and admins); list and read (anyone)."""
+
+import uuid
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from enum import Enum
+from typing import Annotated
+
+import msgspec
+from litestar import Request, Response, delete, get, patch, post
+from litestar.datastructures import State
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from msgspec import UNSET, Meta, UnsetType
+
+from api import catalog
+from api.auth import PUBLIC, event_meta, requires
+from api.pagination import decode_cursor, encode_cursor
+from events import products
+from events.errors import Invalid, NotFound
+from events.money import parse_currency, parse_price
+from events.products import Product
+from projections import catalog as rows
+
+Name = Annotated[str, Meta(min_length=1, max_length=200)]
+Description = Annotated[str, Meta(max_length=5000)]
+Sku = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^\S(.*\S)?$")]
+ImageUrl = Annotated[str, Meta(max_length=2048, pattern=r"^https?://[^\s/$.?#][^\s]*$")]
+Quantity = Annotated[int, Meta(ge=1, le=1_000_000)]
+
+
+class ProductIn(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+    price: Decimal
+    stock: Annotated[int, Meta(ge=0, le=1_000_000_000)]
+    currency: str | None = None
+    description: Description = ""
+    sku: Sku | None = None
+    image_url: ImageUrl | None = None
+
+
+class ProductPatch(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name | UnsetType = UNSET
+    description: Description | UnsetType = UNSET
+    price: Decimal | UnsetType = UNSET
+    currency: str | UnsetType = UNSET
+    sku: Sku | None | UnsetType = UNSET
+    image_url: ImageUrl | None | UnsetType = UNSET
+
+
+class RestockIn(msgspec.Struct, forbid_unknown_fields=True):
+    quantity: Quantity
+
+
+class ProductOut(msgspec.Struct):
+    id: uuid.UUID
+    name: str
+    description: str
+    price: str  # exact decimal as a string: "19.99"
+    currency: str
+    stock: int
+    sku: str | None
+    image_url: str | None
+    seller_id: uuid.UUID | None
+    source: str
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class ProductPage(msgspec.Struct):
+    items: list[ProductOut]
+    next_cursor: str | None
+
+
+def out(p: Product) -> ProductOut:
+    return ProductOut(id=p.id, name=p.name, description=p.description, price=f"{p.price:.2f}", currency=p.currency,
+                      stock=p.stock, sku=p.sku, image_url=p.image_url, seller_id=p.seller_id, source=p.source,
+                      version=p.version, created_at=p.created_at, updated_at=p.updated_at)
+
+
+def respond(p: Product, status: int = 200) -> Response[ProductOut]:
+    headers = {"ETag": f'"{p.version}"'}
+    if status == 201:
+        headers["Location"] = f"/products/{p.id}"
+    return Response(out(p), status_code=status, headers=headers)
+
+
+def parse_if_match(request: Request) -> int | None:
+    raw = request.headers.get("if-match")
+    if raw is None or raw.strip() == "*":
+        return None
+    try:
+        return int(raw.strip().removeprefix("W/").strip('"'))
+    except ValueError:
+        raise Invalid("If-Match", "must be an ETag this API returned, such as \"3\"") from None
+
+
+async def read_your_write(request: Request, state: State, p: Product) -> None:
+    stream = products.stream(p.id)
+
+    async def read_version(conn) -> int:
+        return await request.app.state.catalog_projector.version(conn, stream)
+
+    await state.projected.wait(state.pool, "catalog", stream, p.version, read_version, state.settings.ryw_timeout)
+
+
+SELLERS = [requires("seller", "admin")]
+
+
+@post("/products", guards=SELLERS, operation_id="createProduct", tags=["products"], summary="Add a product")
+async def create_product(data: JSONBody[ProductIn], request: Request, state: State) -> Response[ProductOut]:
+    fields = {
+        "name": data.name.strip(), "description": data.description, "price": parse_price(data.price),
+        "currency": parse_currency(data.currency or state.settings.default_currency), "stock": data.stock,
+        "sku": data.sku, "image_url": data.image_url,
+    }
+    product = await catalog.create(state.pool, request.user.id, fields, event_meta(request))
+    await read_your_write(request, state, product)
+    return respond(product, 201)
+
+
+@patch("/products/{product_id:uuid}", guards=SELLERS, operation_id="updateProduct", tags=["products"],
+       summary="Change some fields (owner or admin); honours If-Match")
+async def update_product(product_id: FromPath[uuid.UUID], data: JSONBody[ProductPatch], request: Request,
+                         state: State) -> Response[ProductOut]:
+    changes = {f: getattr(data, f) for f in products.EDITABLE if getattr(data, f) is not UNSET}
+    if not changes:
+        raise Invalid("body", "name at least one field to change")
+    if "price" in changes:
+        changes["price"] = parse_price(changes["price"])
+    if "currency" in changes:
+        changes["currency"] = parse_currency(changes["currency"])
+    if isinstance(changes.get("name"), str):
+        changes["name"] = changes["name"].strip()
+    caller = request.user
+    product = await catalog.change(
+        state.pool, product_id, lambda p: products.update(p, caller.id, caller.role == "admin", changes),
+        event_meta(request), if_match=parse_if_match(request))
+    await read_your_write(request, state, product)
+    return respond(product)
+
+
+@post("/products/{product_id:uuid}/restock", guards=SELLERS, operation_id="restockProduct", tags=["products"],
+      status_code=200, summary="Add stock (owner or admin)")
+async def restock_product(product_id: FromPath[uuid.UUID], data: JSONBody[RestockIn], request: Request,
+                          state: State) -> Response[ProductOut]:
+    caller = request.user
+    product = await catalog.change(
+        state.pool, product_id, lambda p: products.restock(p, caller.id, caller.role == "admin", data.quantity),
+        event_meta(request))
+    await read_your_write(request, state, product)
+    return respond(product)
+
+
+@delete("/products/{product_id:uuid}", guards=SELLERS, operation_id="discontinueProduct", tags=["products"],
+        summary="Discontinue a product (owner or admin): it leaves listings and cannot be ordered")
+async def discontinue_product(product_id: FromPath[uuid.UUID], request: Request, state: State) -> None:
+    caller = request.user
+    product = await catalog.change(
+        state.pool, product_id, lambda p: products.discontinue(p, caller.id, caller.role == "admin"),
+        event_meta(request), if_match=parse_if_match(request))
+    await read_your_write(request, state, product)
+
+
+@get("/products/{product_id:uuid}", opt=PUBLIC, operation_id="getProduct", tags=["products"], summary="One product")
+async def get_product(product_id: FromPath[uuid.UUID], state: State) -> Response[ProductOut]:
+    product = await catalog.current(state.pool, product_id)
+    if product is None:
+        raise NotFound("no such product")
+    return respond(product)
+
+
+class Sort(str, Enum):
+    NEWEST = "-created_at"
+    PRICE = "price"
+    PRICE_DESC = "-price"
+    NAME = "name"
+
+
+# sort -> (ORDER BY, keyset condition after the cursor's row, the cursor's key of a row)
+_SORTS = {
+    Sort.NEWEST: ("created_at DESC, id DESC", "(created_at, id) < (%s::timestamptz, %s::uuid)",
+                  lambda p: [p.created_at.isoformat(), str(p.id)]),
+    Sort.PRICE: ("price, id", "(price, id) > (%s::numeric, %s::uuid)", lambda p: [str(p.price), str(p.id)]),
+    Sort.PRICE_DESC: ("price DESC, id DESC", "(price, id) < (%s::numeric, %s::uuid)",
+                      lambda p: [str(p.price), str(p.id)]),
+    Sort.NAME: ("name, id", "(name, id) > (%s, %s::uuid)", lambda p: [p.name, str(p.id)]),
+}
+
+
+def _bound(value: str | None, field: str) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        bound = Decimal(value)
+    except InvalidOperation:
+        raise Invalid(field, "must be a decimal number such as 10 or 19.99") from None
+    if not bound.is_finite() or bound < 0:
+        raise Invalid(field, "must be zero or more")
+    return bound
+
+
+@get("/products", opt=PUBLIC, operation_id="listProducts", tags=["products"],
+     summary="Live products, filtered, sorted and paged by an opaque cursor")
+async def list_products(
+    state: State,
+    q: Annotated[str | None, QueryParameter(max_length=200, description="words in name and description")] = None,
+    min_price: FromQuery[str | None] = None,
+    max_price: FromQuery[str | None] = None,
+    currency: FromQuery[str | None] = None,
+    seller_id: FromQuery[uuid.UUID | None] = None,
+    in_stock: FromQuery[bool | None] = None,
+    source: Annotated[str | None, QueryParameter(max_length=100)] = None,
+    sort: FromQuery[Sort] = Sort.NEWEST,
+    limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
+    cursor: FromQuery[str | None] = None,
+) -> ProductPage:
+    where, params = ["active"], []
+    if q and q.strip():
+        where.append("search @@ websearch_to_tsquery('simple', %s)")
+        params.append(q)
+    for bound, op, field in ((min_price, ">=", "min_price"), (max_price, "<=", "max_price")):
+        if (value := _bound(bound, field)) is not None:
+            where.append(f"price {op} %s")
+            params.append(value)
+    if currency:
+        where.append("currency = %s")
+        params.append(parse_currency(currency))
+    if seller_id:
+        where.append("seller_id = %s")
+        params.append(seller_id)
+    if in_stock is not None:
+        where.append("stock > 0" if in_stock else "stock = 0")
+    if source:
+        where.append("source = %s")
+        params.append(source)
+    order, after, key = _SORTS[sort]
+    if cursor:
+        decoded = decode_cursor(state.settings.jwt_secret, cursor)
+        if len(decoded) != 3 or decoded[0] != sort.value:
+            raise Invalid("cursor", "the cursor belongs to another sort order")
+        where.append(after)
+        params += decoded[1:]
+    cols = ", ".join(rows.COLUMNS)
+    async with state.pool.connection() as conn:
+        cur = await conn.execute(
+            f"SELECT {cols} FROM products WHERE {' AND '.join(where)} ORDER BY {order} LIMIT %s", [*params, limit + 1])
+        found = [Product(**dict(zip(rows.COLUMNS, r, strict=True))) for r in await cur.fetchall()]
+    more = len(found) > limit
+    found = found[:limit]
+    next_cursor = encode_cursor(state.settings.jwt_secret, [sort.value, *key(found[-1])]) if more else None
+    return ProductPage(items=[out(p) for p in found], next_cursor=next_cursor)
+
+
+ROUTES = [create_product, update_product, restock_product, discontinue_product, get_product, list_products]

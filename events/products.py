@@ -1,0 +1,123 @@
+"""Products: events, state and decisions. Stock moves are events on the product's own stream."""
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+from events.base import Event, event
+from events.errors import Conflict, Forbidden, Invalid, NotFound
+
+MANUAL = "manual"
+
+
+def stream(product_id: uuid.UUID) -> str:
+    return f"product-{product_id}"
+
+
+@event("product.created")
+class ProductCreated(Event, kw_only=True):
+    product_id: uuid.UUID
+    seller_id: uuid.UUID | None
+    name: str
+    description: str = ""
+    price: Decimal
+    currency: str
+    stock: int
+    sku: str | None = None
+    image_url: str | None = None
+    source: str = MANUAL
+    created_at: datetime
+
+
+@event("product.updated")
+class ProductUpdated(Event, kw_only=True):
+    """Only the fields that changed are present."""
+
+    product_id: uuid.UUID
+    name: str | UnsetType = UNSET
+    description: str | UnsetType = UNSET
+    price: Decimal | UnsetType = UNSET
+    currency: str | UnsetType = UNSET
+    sku: str | None | UnsetType = UNSET
+    image_url: str | None | UnsetType = UNSET
+
+
+@event("product.restocked")
+class ProductRestocked(Event, kw_only=True):
+    product_id: uuid.UUID
+    quantity: int
+
+
+@event("product.discontinued")
+class ProductDiscontinued(Event, kw_only=True):
+    product_id: uuid.UUID
+
+
+class Product(msgspec.Struct, frozen=True, kw_only=True):
+    id: uuid.UUID
+    seller_id: uuid.UUID | None
+    name: str
+    description: str
+    price: Decimal
+    currency: str
+    stock: int
+    sku: str | None
+    image_url: str | None
+    source: str
+    active: bool
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+EDITABLE = ("name", "description", "price", "currency", "sku", "image_url")
+
+
+def evolve(state: Product | None, e: Event, version: int, at: datetime) -> Product | None:
+    match e:
+        case ProductCreated():
+            return Product(id=e.product_id, seller_id=e.seller_id, name=e.name, description=e.description,
+                           price=e.price, currency=e.currency, stock=e.stock, sku=e.sku, image_url=e.image_url,
+                           source=e.source, active=True, created_at=e.created_at, updated_at=at, version=version)
+        case ProductUpdated() if state:
+            changes = {f: getattr(e, f) for f in EDITABLE if getattr(e, f) is not UNSET}
+            return msgspec.structs.replace(state, **changes, updated_at=at, version=version)
+        case ProductRestocked() if state:
+            return msgspec.structs.replace(state, stock=state.stock + e.quantity, updated_at=at, version=version)
+        case ProductDiscontinued() if state:
+            return msgspec.structs.replace(state, active=False, updated_at=at, version=version)
+    return msgspec.structs.replace(state, updated_at=at, version=version) if state else state
+
+
+def _owned(product: Product | None, actor_id: uuid.UUID, is_admin: bool) -> Product:
+    if product is None or not product.active:
+        raise NotFound("no such product")
+    if not is_admin and product.seller_id != actor_id:
+        raise Forbidden("only the seller who owns this product or an admin may change it")
+    return product
+
+
+def update(product: Product | None, actor_id: uuid.UUID, is_admin: bool, changes: dict) -> list[Event]:
+    product = _owned(product, actor_id, is_admin)
+    changed = {k: v for k, v in changes.items() if getattr(product, k) != v}
+    return [ProductUpdated(product_id=product.id, **changed)] if changed else []
+
+
+def restock(product: Product | None, actor_id: uuid.UUID, is_admin: bool, quantity: int) -> list[Event]:
+    product = _owned(product, actor_id, is_admin)
+    if quantity <= 0:
+        raise Invalid("quantity", "must be a positive whole number")
+    return [ProductRestocked(product_id=product.id, quantity=quantity)]
+
+
+def discontinue(product: Product | None, actor_id: uuid.UUID, is_admin: bool) -> list[Event]:
+    product = _owned(product, actor_id, is_admin)
+    return [ProductDiscontinued(product_id=product.id)]
+
+
+def check_sku_free(taken_by: uuid.UUID | None, product_id: uuid.UUID) -> None:
+    if taken_by is not None and taken_by != product_id:
+        raise Conflict("this seller already has a product with that SKU", field="sku")
