@@ -13,9 +13,10 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.middleware import DefineMiddleware
 from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, SecurityScheme
 
-from api import auth, health, products, users
+from api import auth, cart, health, orders, products, users
 from api.consistency import Projected
 from projections.catalog import CatalogProjector
+from projections.orders import OrdersProjector
 from api.problems import HANDLERS
 from api.security import Passwords, Tokens
 from events.db import make_pool
@@ -41,10 +42,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await pool.close()
 
     return Litestar(
-        route_handlers=[health.health, health.ready, *auth.ROUTES, *users.ROUTES, *products.ROUTES],
+        route_handlers=[health.health, health.ready, *auth.ROUTES, *users.ROUTES, *products.ROUTES, *orders.ROUTES, *cart.ROUTES],
         lifespan=[lifespan],
         state=State({"settings": settings, "tokens": tokens, "passwords": Passwords(settings),
-                     "projected": Projected(settings.database_url), "catalog_projector": CatalogProjector()}),
+                     "projected": Projected(settings.database_url), "catalog_projector": CatalogProjector(), "orders_projector": OrdersProjector()}),
         middleware=[DefineMiddleware(auth.BearerAuth, exclude_from_auth_key="public",
                                      exclude=["^/schema", "^/health", "^/ready"], exclude_http_methods=["OPTIONS"])],
         exception_handlers=HANDLERS,

@@ -45,7 +45,8 @@ async def change(pool: AsyncConnectionPool, product_id: uuid.UUID, decide: Calla
     """Run one decision on a product under its row lock: concurrent commands on one product queue up
     instead of conflicting, and If-Match is compared with the version they queued behind."""
     async with pool.connection() as conn, conn.transaction():
-        before = await catalog.load(conn, "product_state", product_id, lock=True)
+        await catalog.lock(conn, [product_id])
+        before = await catalog.load(conn, "product_state", product_id)
         if before is None or not before.active:
             raise NotFound("no such product")
         if if_match is not None and if_match != before.version:

@@ -17,8 +17,8 @@ class Invalid(DomainError):
 
     title = "Invalid input"
 
-    def __init__(self, field: str, detail: str):
-        super().__init__(detail, field=field)
+    def __init__(self, field: str, detail: str, **extra: object):
+        super().__init__(detail, field=field, **extra)
         self.field = field
 
 

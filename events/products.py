@@ -56,6 +56,20 @@ class ProductDiscontinued(Event, kw_only=True):
     product_id: uuid.UUID
 
 
+@event("product.stock_reserved")
+class StockReserved(Event, kw_only=True):
+    product_id: uuid.UUID
+    order_id: uuid.UUID
+    quantity: int
+
+
+@event("product.stock_released")
+class StockReleased(Event, kw_only=True):
+    product_id: uuid.UUID
+    order_id: uuid.UUID
+    quantity: int
+
+
 class Product(msgspec.Struct, frozen=True, kw_only=True):
     id: uuid.UUID
     seller_id: uuid.UUID | None
@@ -86,6 +100,10 @@ def evolve(state: Product | None, e: Event, version: int, at: datetime) -> Produ
             changes = {f: getattr(e, f) for f in EDITABLE if getattr(e, f) is not UNSET}
             return msgspec.structs.replace(state, **changes, updated_at=at, version=version)
         case ProductRestocked() if state:
+            return msgspec.structs.replace(state, stock=state.stock + e.quantity, updated_at=at, version=version)
+        case StockReserved() if state:
+            return msgspec.structs.replace(state, stock=state.stock - e.quantity, updated_at=at, version=version)
+        case StockReleased() if state:
             return msgspec.structs.replace(state, stock=state.stock + e.quantity, updated_at=at, version=version)
         case ProductDiscontinued() if state:
             return msgspec.structs.replace(state, active=False, updated_at=at, version=version)
@@ -121,3 +139,18 @@ def discontinue(product: Product | None, actor_id: uuid.UUID, is_admin: bool) ->
 def check_sku_free(taken_by: uuid.UUID | None, product_id: uuid.UUID) -> None:
     if taken_by is not None and taken_by != product_id:
         raise Conflict("this seller already has a product with that SKU", field="sku")
+
+
+def reserve(product: Product | None, product_id: uuid.UUID, order_id: uuid.UUID, quantity: int) -> list[Event]:
+    """All-or-nothing is the caller's transaction; this refuses one line that cannot be served."""
+    if product is None or not product.active:
+        raise Conflict(f"product {product_id} does not exist or is discontinued", product_id=str(product_id))
+    if product.stock < quantity:
+        raise Conflict(f"not enough stock of product {product_id}: {product.stock} left, {quantity} asked",
+                       product_id=str(product_id), available=product.stock)
+    return [StockReserved(product_id=product_id, order_id=order_id, quantity=quantity)]
+
+
+def release(product: Product, order_id: uuid.UUID, quantity: int) -> list[Event]:
+    """Stock goes back even to a discontinued product: its count stays true."""
+    return [StockReleased(product_id=product.id, order_id=order_id, quantity=quantity)]

@@ -8,6 +8,7 @@ __all__ = ["Outcome", "Projector", "project", "registry"]
 def registry() -> dict[str, Projector]:
     """The projectors `orders worker NAME` can run, by name."""
     from projections.catalog import CatalogProjector
+    from projections.orders import OrdersProjector
     from projections.users import UsersProjector
 
-    return {p.name: p for p in (UsersProjector(), CatalogProjector())}
+    return {p.name: p for p in (UsersProjector(), CatalogProjector(), OrdersProjector())}

@@ -14,11 +14,24 @@ COLUMNS = tuple(Product.__struct_fields__)
 _KEY = {"products": "id", "product_state": "product_id"}
 
 
-async def load(conn: AsyncConnection, table: str, product_id: uuid.UUID, *, lock: bool = False) -> Product | None:
+async def lock(conn: AsyncConnection, product_ids) -> None:
+    """Serialise the commands on these products until the transaction ends, always in one order.
+
+    An advisory lock, not SELECT ... FOR UPDATE: locking a row takes a transaction id at once, and a
+    transaction that took its id before the one it queued behind would append the product's next
+    event with a lower id, which the event store refuses (events/store.py). Here the id is taken by
+    the first write, after the lock, so it is always above that of the previous holder.
+    """
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(k) FROM (SELECT hashtextextended('product:' || id, 0) AS k"
+        " FROM unnest(%s::text[]) AS t(id) ORDER BY 1) AS keys",
+        ([str(i) for i in product_ids],))
+
+
+async def load(conn: AsyncConnection, table: str, product_id: uuid.UUID) -> Product | None:
     key = _KEY[table]
     cols = ", ".join(key if c == "id" else c for c in COLUMNS)
-    cur = await conn.execute(f"SELECT {cols} FROM {table} WHERE {key} = %s{' FOR UPDATE' if lock else ''}",
-                             (product_id,))
+    cur = await conn.execute(f"SELECT {cols} FROM {table} WHERE {key} = %s", (product_id,))
     row = await cur.fetchone()
     return Product(**dict(zip(COLUMNS, row, strict=True))) if row else None
 

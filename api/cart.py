@@ -1,0 +1,111 @@
+"""/cart routes (buyers): a plain table of lines; checkout turns it into an order."""
+
+import uuid
+from decimal import Decimal
+from typing import Annotated
+
+import msgspec
+from litestar import Request, Response, delete, get, post, put
+from litestar.datastructures import State
+from litestar.params import FromPath, JSONBody
+from msgspec import Meta
+
+from api import ordering
+from api.auth import event_meta, requires
+from api.orders import AddressIn, OrderOut, idempotency, placed
+from events.errors import Invalid, NotFound
+
+
+class QuantityIn(msgspec.Struct, forbid_unknown_fields=True):
+    quantity: Annotated[int, Meta(ge=0, le=1000)]
+
+
+class CheckoutIn(msgspec.Struct, forbid_unknown_fields=True):
+    shipping_address: AddressIn
+
+
+class CartLine(msgspec.Struct):
+    product_id: uuid.UUID
+    name: str
+    quantity: int
+    unit_price: str
+    currency: str
+    line_total: str
+    in_stock: int
+
+
+class Cart(msgspec.Struct):
+    items: list[CartLine]
+    total: str | None  # null when the lines are in several currencies
+
+
+BUYERS = [requires("buyer")]
+
+
+async def _cart(state: State, buyer_id: uuid.UUID) -> Cart:
+    async with state.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT c.product_id, p.name, c.quantity, p.price, p.currency, p.stock FROM cart_items c"
+            " JOIN products p ON p.id = c.product_id AND p.active WHERE c.buyer_id = %s ORDER BY c.added_at",
+            (buyer_id,))
+        rows = await cur.fetchall()
+    lines = [CartLine(product_id=r[0], name=r[1], quantity=r[2], unit_price=f"{r[3]:.2f}", currency=r[4],
+                      line_total=f"{r[3] * r[2]:.2f}", in_stock=r[5]) for r in rows]
+    total = f"{sum((r[3] * r[2] for r in rows), Decimal('0')):.2f}" if len({r[4] for r in rows}) <= 1 else None
+    return Cart(items=lines, total=total)
+
+
+@get("/cart", guards=BUYERS, operation_id="getCart", tags=["cart"], summary="The caller's cart")
+async def get_cart(request: Request, state: State) -> Cart:
+    return await _cart(state, request.user.id)
+
+
+@put("/cart/items/{product_id:uuid}", guards=BUYERS, operation_id="setCartItem", tags=["cart"],
+     summary="Set a product's quantity in the cart (0 removes it)")
+async def set_item(product_id: FromPath[uuid.UUID], data: JSONBody[QuantityIn], request: Request,
+                   state: State) -> Cart:
+    async with state.pool.connection() as conn:
+        if data.quantity == 0:
+            await conn.execute("DELETE FROM cart_items WHERE buyer_id = %s AND product_id = %s",
+                               (request.user.id, product_id))
+        else:
+            cur = await conn.execute("SELECT 1 FROM product_state WHERE product_id = %s AND active", (product_id,))
+            if await cur.fetchone() is None:
+                raise NotFound("no such product")
+            await conn.execute(
+                "INSERT INTO cart_items (buyer_id, product_id, quantity) VALUES (%s, %s, %s)"
+                " ON CONFLICT (buyer_id, product_id) DO UPDATE SET quantity = excluded.quantity",
+                (request.user.id, product_id, data.quantity))
+    return await _cart(state, request.user.id)
+
+
+@delete("/cart/items/{product_id:uuid}", guards=BUYERS, operation_id="removeCartItem", tags=["cart"],
+        summary="Remove a product from the cart")
+async def remove_item(product_id: FromPath[uuid.UUID], request: Request, state: State) -> None:
+    async with state.pool.connection() as conn:
+        await conn.execute("DELETE FROM cart_items WHERE buyer_id = %s AND product_id = %s",
+                           (request.user.id, product_id))
+
+
+@delete("/cart", guards=BUYERS, operation_id="emptyCart", tags=["cart"], summary="Empty the cart")
+async def empty_cart(request: Request, state: State) -> None:
+    async with state.pool.connection() as conn:
+        await conn.execute("DELETE FROM cart_items WHERE buyer_id = %s", (request.user.id,))
+
+
+@post("/cart/checkout", guards=BUYERS, operation_id="checkout", tags=["cart"],
+      summary="Place an order with the cart's lines and empty it (honours Idempotency-Key)")
+async def checkout(data: JSONBody[CheckoutIn], request: Request, state: State) -> Response[OrderOut]:
+    async with state.pool.connection() as conn:
+        cur = await conn.execute("SELECT product_id, quantity FROM cart_items WHERE buyer_id = %s ORDER BY added_at",
+                                 (request.user.id,))
+        items = [(r[0], r[1]) for r in await cur.fetchall()]
+    key = idempotency(request, data)
+    if not items and key is None:
+        raise Invalid("cart", "the cart is empty")
+    order, created = await ordering.place(state.pool, request.user.id, items, data.shipping_address.address(),
+                                          event_meta(request), idempotency=key, from_cart=True)
+    return await placed(state, order, created)
+
+
+ROUTES = [get_cart, set_item, remove_item, empty_cart, checkout]

@@ -1,0 +1,227 @@
+"""/orders routes: place (buyers), read (by visibility), and the lifecycle transitions."""
+
+import hashlib
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.datastructures import State
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from msgspec import Meta
+
+from api import ordering
+from api.auth import event_meta, requires
+from api.pagination import decode_cursor, encode_cursor
+from events import orders
+from events.errors import Invalid, NotFound
+from events.orders import Address, Order
+from projections.orders import OrdersProjector, load as load_row
+
+Text = Annotated[str, Meta(min_length=1, max_length=200)]
+
+
+class AddressIn(msgspec.Struct, forbid_unknown_fields=True):
+    name: Text
+    line1: Text
+    city: Text
+    postal_code: Annotated[str, Meta(min_length=1, max_length=20)]
+    country: Annotated[str, Meta(pattern=r"^[A-Za-z]{2}$")]
+    line2: Annotated[str, Meta(max_length=200)] = ""
+
+    def address(self) -> Address:
+        return Address(name=self.name, line1=self.line1, line2=self.line2, city=self.city,
+                       postal_code=self.postal_code, country=self.country.upper())
+
+
+class ItemIn(msgspec.Struct, forbid_unknown_fields=True):
+    product_id: uuid.UUID
+    quantity: Annotated[int, Meta(ge=1, le=1000)]
+
+
+class OrderIn(msgspec.Struct, forbid_unknown_fields=True):
+    items: Annotated[list[ItemIn], Meta(min_length=1, max_length=100)]
+    shipping_address: AddressIn
+
+
+class PayIn(msgspec.Struct, forbid_unknown_fields=True):
+    reference: Annotated[str, Meta(min_length=1, max_length=100)] | None = None
+
+
+class CancelIn(msgspec.Struct, forbid_unknown_fields=True):
+    reason: Annotated[str, Meta(max_length=500)] = ""
+
+
+class LineOut(msgspec.Struct):
+    product_id: uuid.UUID
+    seller_id: uuid.UUID | None
+    name: str
+    quantity: int
+    unit_price: str
+    line_total: str
+
+
+class OrderOut(msgspec.Struct):
+    id: uuid.UUID
+    status: str
+    items: list[LineOut]
+    total: str
+    currency: str
+    buyer_id: uuid.UUID
+    shipping_address: Address
+    payment_reference: str | None
+    refund: str | None
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class OrderPage(msgspec.Struct):
+    items: list[OrderOut]
+    next_cursor: str | None
+
+
+def _money(d: Decimal | None) -> str | None:
+    return None if d is None else f"{d:.2f}"
+
+
+def out(o: Order) -> OrderOut:
+    return OrderOut(
+        id=o.id, status=o.status, total=_money(o.total), currency=o.currency, buyer_id=o.buyer_id,
+        items=[LineOut(product_id=ln.product_id, seller_id=ln.seller_id, name=ln.name, quantity=ln.quantity,
+                       unit_price=_money(ln.unit_price), line_total=_money(ln.line_total)) for ln in o.lines],
+        shipping_address=o.shipping_address, payment_reference=o.payment_reference, refund=_money(o.refund),
+        version=o.version, created_at=o.created_at, updated_at=o.updated_at)
+
+
+def idempotency(request: Request, body: object) -> tuple[str, bytes] | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 200:
+        raise Invalid("Idempotency-Key", "must be 1 to 200 characters")
+    return key, hashlib.sha256(msgspec.json.encode(body, order="sorted")).digest()
+
+
+async def read_your_write(state: State, order: Order) -> None:
+    projector: OrdersProjector = state.orders_projector
+    stream = orders.stream(order.id)
+    await state.projected.wait(state.pool, "orders", stream, order.version,
+                               lambda conn: projector.version(conn, stream), state.settings.ryw_timeout)
+
+
+async def placed(state: State, order: Order, created: bool) -> Response[OrderOut]:
+    await read_your_write(state, order)
+    headers = {"Location": f"/orders/{order.id}"}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    return Response(out(order), status_code=201, headers=headers)
+
+
+@post("/orders", guards=[requires("buyer")], operation_id="placeOrder", tags=["orders"],
+      summary="Place an order; stock is reserved at once (honours Idempotency-Key)")
+async def place_order(data: JSONBody[OrderIn], request: Request, state: State) -> Response[OrderOut]:
+    order, created = await ordering.place(
+        state.pool, request.user.id, [(i.product_id, i.quantity) for i in data.items],
+        data.shipping_address.address(), event_meta(request), idempotency=idempotency(request, data))
+    return await placed(state, order, created)
+
+
+async def _current(state: State, order_id: uuid.UUID) -> Order | None:
+    """The read row, or the stream folded when the projection is behind (read-your-writes)."""
+    async with state.pool.connection() as conn:
+        row = await load_row(conn, order_id)
+        cur = await conn.execute("SELECT max(version) FROM events WHERE stream_id = %s", (orders.stream(order_id),))
+        head = (await cur.fetchone())[0]
+        if head and (row is None or row.version < head):
+            row = await ordering.load(conn, order_id)
+    return row
+
+
+@get("/orders/{order_id:uuid}", operation_id="getOrder", tags=["orders"],
+     summary="One order (404 to anyone who may not see it)")
+async def get_order(order_id: FromPath[uuid.UUID], request: Request, state: State) -> OrderOut:
+    order = await _current(state, order_id)
+    if not ordering.visible(order, request.user):
+        raise NotFound("no such order")
+    return out(order)
+
+
+@get("/orders", operation_id="listOrders", tags=["orders"],
+     summary="Orders the caller may see: a buyer its own, a seller those with its products, an admin all")
+async def list_orders(
+    request: Request,
+    state: State,
+    status: FromQuery[Literal["pending", "paid", "shipped", "delivered", "cancelled"] | None] = None,
+    created_from: FromQuery[datetime | None] = None,
+    created_to: FromQuery[datetime | None] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
+    cursor: FromQuery[str | None] = None,
+) -> OrderPage:
+    caller = request.user
+    where, params = [], []
+    if caller.role == "buyer":
+        where.append("buyer_id = %s")
+        params.append(caller.id)
+    elif caller.role == "seller":
+        where.append("(seller_ids @> ARRAY[%s]::uuid[] OR buyer_id = %s)")
+        params += [caller.id, caller.id]
+    for value, clause in ((status, "status = %s"), (created_from, "created_at >= %s"), (created_to, "created_at < %s")):
+        if value is not None:
+            where.append(clause)
+            params.append(value)
+    if cursor:
+        created_at, order_id = decode_cursor(state.settings.jwt_secret, cursor)
+        where.append("(created_at, id) < (%s::timestamptz, %s::uuid)")
+        params += [created_at, order_id]
+    sql = "SELECT id FROM orders" + (" WHERE " + " AND ".join(where) if where else "")
+    async with state.pool.connection() as conn:
+        cur = await conn.execute(sql + " ORDER BY created_at DESC, id DESC LIMIT %s", [*params, limit + 1])
+        ids = [r[0] for r in await cur.fetchall()]
+        found = [await load_row(conn, i) for i in ids[:limit]]
+    next_cursor = encode_cursor(state.settings.jwt_secret, [found[-1].created_at.isoformat(), str(found[-1].id)]) \
+        if len(ids) > limit else None
+    return OrderPage(items=[out(o) for o in found], next_cursor=next_cursor)
+
+
+async def _transition(request: Request, state: State, order_id: uuid.UUID, decide) -> OrderOut:
+    order = await ordering.transition(state.pool, order_id, request.user, decide, event_meta(request))
+    await read_your_write(state, order)
+    return out(order)
+
+
+@post("/orders/{order_id:uuid}/pay", operation_id="payOrder", tags=["orders"], status_code=200,
+      summary="Pay a pending order (the buyer; test-mode payment)")
+async def pay(order_id: FromPath[uuid.UUID], request: Request, state: State,
+              data: JSONBody[PayIn | None] = None) -> OrderOut:
+    reference = (data.reference if data and data.reference else None) or f"test_{uuid.uuid4().hex}"
+    caller = request.user
+    return await _transition(request, state, order_id, lambda o: orders.pay(o, caller.id, reference))
+
+
+@post("/orders/{order_id:uuid}/ship", operation_id="shipOrder", tags=["orders"], status_code=200,
+      summary="Ship a paid order (admin, or the seller of every line)")
+async def ship(order_id: FromPath[uuid.UUID], request: Request, state: State) -> OrderOut:
+    caller = request.user
+    return await _transition(request, state, order_id, lambda o: orders.ship(o, caller.id, caller.role))
+
+
+@post("/orders/{order_id:uuid}/deliver", operation_id="deliverOrder", tags=["orders"], status_code=200,
+      summary="Mark a shipped order delivered (admin, or the seller of every line)")
+async def deliver(order_id: FromPath[uuid.UUID], request: Request, state: State) -> OrderOut:
+    caller = request.user
+    return await _transition(request, state, order_id, lambda o: orders.deliver(o, caller.id, caller.role))
+
+
+@post("/orders/{order_id:uuid}/cancel", operation_id="cancelOrder", tags=["orders"], status_code=200,
+      summary="Cancel a pending or paid order (the buyer, or an admin); stock goes back, a payment is refunded")
+async def cancel(order_id: FromPath[uuid.UUID], request: Request, state: State,
+                 data: JSONBody[CancelIn | None] = None) -> OrderOut:
+    caller = request.user
+    reason = data.reason if data else ""
+    return await _transition(request, state, order_id, lambda o: orders.cancel(o, caller.id, caller.role, reason))
+
+
+ROUTES = [place_order, get_order, list_orders, pay, ship, deliver, cancel]

@@ -1,0 +1,300 @@
+import asyncio
+import uuid
+from collections import Counter
+
+import pytest
+
+from api.app import create_app
+
+from projections import orders as order_rows
+from tests.support import account, admin_account, bearer, eventually, serve
+
+ADDRESS = {"name": "Ada Lovelace", "line1": "12 St James's Square", "city": "London", "postal_code": "SW1Y 4JH",
+           "country": "gb"}
+
+
+@pytest.fixture(scope="module")
+async def client(services, projections_running):
+    settings = services.settings(login_rate_limit=100_000, register_rate_limit=100_000)
+    async with serve(create_app(settings)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+async def seller(client):
+    return await account(client, "seller")
+
+
+@pytest.fixture(scope="module")
+async def buyer(client):
+    return await account(client, "buyer")
+
+
+@pytest.fixture(scope="module")
+async def admin(client, pool, services):
+    return await admin_account(client, pool, services.settings())
+
+
+async def new_product(client, seller, **overrides) -> dict:
+    body = {"name": "Teapot", "price": "24.50", "currency": "EUR", "stock": 10, **overrides}
+    r = await client.post("/products", json=body, headers=bearer(seller))
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+async def order(client, buyer, items, **headers):
+    return await client.post("/orders", json={"items": items, "shipping_address": ADDRESS},
+                             headers={**bearer(buyer), **headers})
+
+
+async def stock(client, product_id) -> int:
+    return (await client.get(f"/products/{product_id}")).json()["stock"]
+
+
+async def test_an_order_takes_prices_from_the_catalog_and_reserves_stock(client, seller, buyer):
+    mug = await new_product(client, seller, price="19.99", stock=5)
+    pot = await new_product(client, seller, price="24.50", stock=3)
+    r = await order(client, buyer, [{"product_id": mug["id"], "quantity": 2}, {"product_id": pot["id"], "quantity": 1},
+                                    {"product_id": mug["id"], "quantity": 1}])
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert r.headers["location"] == f"/orders/{body['id']}"
+    assert body["status"] == "pending" and body["currency"] == "EUR" and body["buyer_id"] == buyer["id"]
+    lines = {i["product_id"]: i for i in body["items"]}
+    assert lines[mug["id"]]["quantity"] == 3 and lines[mug["id"]]["unit_price"] == "19.99"
+    assert lines[mug["id"]]["line_total"] == "59.97" and lines[pot["id"]]["line_total"] == "24.50"
+    assert body["total"] == "84.47" and body["version"] == 1
+    assert await stock(client, mug["id"]) == 2 and await stock(client, pot["id"]) == 2
+    # a price change later does not touch the order
+    await client.patch(f"/products/{mug['id']}", json={"price": "99.00"}, headers=bearer(seller))
+    assert (await client.get(f"/orders/{body['id']}", headers=bearer(buyer))).json()["total"] == "84.47"
+
+
+@pytest.mark.parametrize("items, field", [
+    ([], "items"),
+    ([{"product_id": "PRODUCT", "quantity": 0}], "items[0].quantity"),
+    ([{"product_id": "PRODUCT", "quantity": 1001}], "items[0].quantity"),
+    ([{"product_id": "not-a-uuid", "quantity": 1}], "items[0].product_id"),
+])
+async def test_bad_orders_are_a_422_naming_the_field(client, seller, buyer, items, field):
+    p = await new_product(client, seller)
+    items = [{**i, "product_id": p["id"] if i["product_id"] == "PRODUCT" else i["product_id"]} for i in items]
+    r = await order(client, buyer, items)
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == field
+    assert await stock(client, p["id"]) == 10
+
+
+async def test_unknown_discontinued_and_mixed_currency_orders_are_refused_whole(client, seller, buyer):
+    good = await new_product(client, seller, stock=4)
+    gone = await new_product(client, seller)
+    await client.delete(f"/products/{gone['id']}", headers=bearer(seller))
+    dollars = await new_product(client, seller, currency="USD")
+    unknown = str(uuid.uuid4())
+    for bad in (unknown, gone["id"]):
+        r = await order(client, buyer, [{"product_id": good["id"], "quantity": 1}, {"product_id": bad, "quantity": 1}])
+        assert r.status_code == 422 and r.json()["product_id"] == bad, r.text
+    r = await order(client, buyer, [{"product_id": good["id"], "quantity": 1}, {"product_id": dollars["id"], "quantity": 1}])
+    assert r.status_code == 422 and r.json()["field"] == "items"
+    r = await order(client, buyer, [{"product_id": good["id"], "quantity": 3}, {"product_id": dollars["id"], "quantity": 99}])
+    assert r.status_code in (409, 422)
+    assert await stock(client, good["id"]) == 4  # all lines or none
+
+
+async def test_sellers_cannot_order_and_anonymous_callers_are_401(client, seller):
+    p = await new_product(client, seller)
+    assert (await order(client, seller, [{"product_id": p["id"], "quantity": 1}])).status_code == 403
+    r = await client.post("/orders", json={"items": [{"product_id": p["id"], "quantity": 1}], "shipping_address": ADDRESS})
+    assert r.status_code == 401
+
+
+async def test_200_concurrent_orders_against_stock_50_sell_exactly_50(client, seller, pool):
+    p = await new_product(client, seller, stock=50)
+    buyers = await asyncio.gather(*(account(client, "buyer") for _ in range(20)))
+    results = await asyncio.gather(*(order(client, buyers[i % 20], [{"product_id": p["id"], "quantity": 1}])
+                                     for i in range(200)))
+    codes = Counter(r.status_code for r in results)
+    assert codes == {201: 50, 409: 150}, codes
+    refused = next(r for r in results if r.status_code == 409)
+    assert refused.json()["product_id"] == p["id"]
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert await stock(client, p["id"]) == 0
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT count(*) FROM events WHERE stream_id = %s AND type = 'product.stock_reserved'",
+                                 (f"product-{p['id']}",))
+        assert (await cur.fetchone())[0] == 50
+
+    async def read_table_at_zero():
+        async with pool.connection() as conn:
+            cur = await conn.execute("SELECT stock FROM products WHERE id = %s", (p["id"],))
+            return (await cur.fetchone())[0] == 0
+    await eventually(read_table_at_zero, what="the catalog projection to show stock 0")
+
+
+async def test_a_retry_with_the_same_idempotency_key_returns_the_same_order(client, seller, pool):
+    buyer = await account(client, "buyer")
+    p = await new_product(client, seller, stock=10)
+    items = [{"product_id": p["id"], "quantity": 2}]
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    first = await order(client, buyer, items, **key)
+    again = await order(client, buyer, items, **key)
+    assert first.status_code == again.status_code == 201
+    assert first.json()["id"] == again.json()["id"] and again.headers["idempotent-replayed"] == "true"
+    concurrent = await asyncio.gather(*(order(client, buyer, items, **{"Idempotency-Key": "same-time"}) for _ in range(2)))
+    assert [r.status_code for r in concurrent] == [201, 201]
+    assert concurrent[0].json()["id"] == concurrent[1].json()["id"]
+    other = await order(client, buyer, [{"product_id": p["id"], "quantity": 3}], **key)
+    assert other.status_code == 422 and other.json()["field"] == "Idempotency-Key"
+    assert await stock(client, p["id"]) == 6  # two orders of two, nothing more
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT count(*) FROM events WHERE type = 'order.placed' AND data->>'buyer_id' = %s",
+                                 (buyer["id"],))
+        assert (await cur.fetchone())[0] == 2
+
+
+async def test_the_lifecycle_and_every_forbidden_transition(client, seller, admin):
+    buyer = await account(client, "buyer")
+    p = await new_product(client, seller)
+    o = (await order(client, buyer, [{"product_id": p["id"], "quantity": 1}])).json()
+    url = f"/orders/{o['id']}"
+
+    async def step(action, who, expected, **body):
+        r = await client.post(f"{url}/{action}", json=body or None, headers=bearer(who))
+        assert r.status_code == expected, (action, r.text)
+        return r.json()
+
+    for action, who in (("ship", admin), ("deliver", admin)):
+        assert (await step(action, who, 409))["current_status"] == "pending"
+    paid = await step("pay", buyer, 200)
+    assert paid["status"] == "paid" and paid["payment_reference"].startswith("test_") and paid["version"] == 2
+    assert (await step("pay", buyer, 409))["current_status"] == "paid"
+    assert (await step("deliver", admin, 409))["current_status"] == "paid"
+    assert (await step("ship", seller, 200))["status"] == "shipped"  # the seller of every line
+    for action, who in (("pay", buyer), ("ship", admin), ("cancel", buyer), ("cancel", admin)):
+        assert (await step(action, who, 409))["current_status"] == "shipped"
+    assert (await step("deliver", admin, 200))["status"] == "delivered"
+    for action, who in (("pay", buyer), ("ship", admin), ("deliver", admin), ("cancel", admin)):
+        assert (await step(action, who, 409))["current_status"] == "delivered"
+
+
+async def test_cancelling_releases_stock_and_refunds_a_paid_order(client, seller, admin):
+    buyer = await account(client, "buyer")
+    p = await new_product(client, seller, stock=5)
+    pending = (await order(client, buyer, [{"product_id": p["id"], "quantity": 2}])).json()
+    paid = (await order(client, buyer, [{"product_id": p["id"], "quantity": 3}])).json()
+    assert await stock(client, p["id"]) == 0
+    r = await client.post(f"/orders/{pending['id']}/cancel", json={"reason": "changed my mind"}, headers=bearer(buyer))
+    assert r.status_code == 200 and r.json()["status"] == "cancelled" and r.json()["refund"] is None
+    await client.post(f"/orders/{paid['id']}/pay", headers=bearer(buyer))
+    r = await client.post(f"/orders/{paid['id']}/cancel", headers=bearer(admin))
+    assert r.status_code == 200 and r.json()["refund"] == paid["total"]
+    assert await stock(client, p["id"]) == 5
+    assert (await client.post(f"/orders/{paid['id']}/cancel", headers=bearer(buyer))).json()["current_status"] == "cancelled"
+
+
+async def test_each_user_sees_only_the_orders_it_may(client, admin):
+    alice, bob = await account(client, "buyer"), await account(client, "buyer")
+    shop, other_shop = await account(client, "seller"), await account(client, "seller")
+    p = await new_product(client, shop)
+    q = await new_product(client, other_shop)
+    mine = (await order(client, alice, [{"product_id": p["id"], "quantity": 1}])).json()
+    mixed = (await order(client, alice, [{"product_id": p["id"], "quantity": 1}, {"product_id": q["id"], "quantity": 1}])).json()
+
+    async def listed(who, **params) -> set[str]:
+        r = await client.get("/orders", params={"limit": 100, **params}, headers=bearer(who))
+        assert r.status_code == 200, r.text
+        return {o["id"] for o in r.json()["items"]}
+
+    assert await listed(alice) == {mine["id"], mixed["id"]}
+    assert await listed(bob) == set()
+    assert await listed(shop) == {mine["id"], mixed["id"]}
+    assert await listed(other_shop) == {mixed["id"]}
+    assert {mine["id"], mixed["id"]} <= await listed(admin)
+    for who, code in ((alice, 200), (bob, 404), (shop, 200), (other_shop, 404), (admin, 200)):
+        assert (await client.get(f"/orders/{mine['id']}", headers=bearer(who))).status_code == code
+    assert (await client.get(f"/orders/{uuid.uuid4()}", headers=bearer(alice))).status_code == 404
+    # a stranger cannot act on it either, and learns nothing
+    assert (await client.post(f"/orders/{mine['id']}/pay", headers=bearer(bob))).status_code == 404
+    assert (await client.post(f"/orders/{mine['id']}/cancel", headers=bearer(other_shop))).status_code == 404
+    # a seller with only some lines may not ship
+    await client.post(f"/orders/{mixed['id']}/pay", headers=bearer(alice))
+    assert (await client.post(f"/orders/{mixed['id']}/ship", headers=bearer(shop))).status_code == 403
+    assert await listed(alice, status="paid") == {mixed["id"]}
+    assert await listed(alice, status="pending") == {mine["id"]}
+    assert await listed(alice, created_from="2999-01-01T00:00:00Z") == set()
+
+
+async def test_a_client_reads_its_own_writes_right_after_each_command(client, seller):
+    buyer = await account(client, "buyer")
+    p = await new_product(client, seller)
+    for _ in range(3):
+        o = (await order(client, buyer, [{"product_id": p["id"], "quantity": 1}])).json()
+        assert (await client.get(f"/orders/{o['id']}", headers=bearer(buyer))).json()["status"] == "pending"
+        assert o["id"] in {x["id"] for x in (await client.get("/orders", headers=bearer(buyer))).json()["items"]}
+        await client.post(f"/orders/{o['id']}/pay", headers=bearer(buyer))
+        assert (await client.get(f"/orders/{o['id']}", headers=bearer(buyer))).json()["status"] == "paid"
+        listed = (await client.get("/orders", params={"status": "paid"}, headers=bearer(buyer))).json()["items"]
+        assert o["id"] in {x["id"] for x in listed}
+
+
+async def test_orders_page_with_a_cursor(client, seller):
+    buyer = await account(client, "buyer")
+    p = await new_product(client, seller, stock=100)
+    made = {(await order(client, buyer, [{"product_id": p["id"], "quantity": 1}])).json()["id"] for _ in range(7)}
+    seen, cursor = [], None
+    while True:
+        r = (await client.get("/orders", params={"limit": 3, **({"cursor": cursor} if cursor else {})},
+                              headers=bearer(buyer))).json()
+        seen += [o["id"] for o in r["items"]]
+        if not (cursor := r["next_cursor"]):
+            break
+    assert len(seen) == len(set(seen)) and set(seen) == made
+
+
+async def test_the_cart_checks_out_into_an_order_and_empties(client, seller):
+    buyer = await account(client, "buyer")
+    a = await new_product(client, seller, price="2.50")
+    b = await new_product(client, seller, price="1.25")
+    assert (await client.put(f"/cart/items/{a['id']}", json={"quantity": 2}, headers=bearer(buyer))).status_code == 200
+    await client.put(f"/cart/items/{b['id']}", json={"quantity": 4}, headers=bearer(buyer))
+    await client.put(f"/cart/items/{b['id']}", json={"quantity": 1}, headers=bearer(buyer))
+    cart = (await client.get("/cart", headers=bearer(buyer))).json()
+    assert [(i["product_id"], i["quantity"]) for i in cart["items"]] == [(a["id"], 2), (b["id"], 1)]
+    assert cart["total"] == "6.25"
+    assert (await client.put(f"/cart/items/{uuid.uuid4()}", json={"quantity": 1}, headers=bearer(buyer))).status_code == 404
+    assert (await client.put(f"/cart/items/{a['id']}", json={"quantity": 1001}, headers=bearer(buyer))).status_code == 422
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    r = await client.post("/cart/checkout", json={"shipping_address": ADDRESS}, headers={**bearer(buyer), **key})
+    assert r.status_code == 201 and r.json()["total"] == "6.25"
+    again = await client.post("/cart/checkout", json={"shipping_address": ADDRESS}, headers={**bearer(buyer), **key})
+    assert again.status_code == 201 and again.json()["id"] == r.json()["id"]
+    assert (await client.get("/cart", headers=bearer(buyer))).json()["items"] == []
+    empty = await client.post("/cart/checkout", json={"shipping_address": ADDRESS}, headers=bearer(buyer))
+    assert empty.status_code == 422 and empty.json()["field"] == "cart"
+    await client.put(f"/cart/items/{a['id']}", json={"quantity": 1}, headers=bearer(buyer))
+    assert (await client.delete(f"/cart/items/{a['id']}", headers=bearer(buyer))).status_code == 204
+    await client.put(f"/cart/items/{a['id']}", json={"quantity": 1}, headers=bearer(buyer))
+    assert (await client.delete("/cart", headers=bearer(buyer))).status_code == 204
+    assert (await client.get("/cart", headers=bearer(buyer))).json()["items"] == []
+    assert (await client.get("/cart", headers=bearer(seller))).status_code == 403
+
+
+async def test_the_orders_read_tables_equal_what_the_events_say(client, pool):
+    from api.ordering import load
+
+    async def caught_up():
+        async with pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT count(*) FROM (SELECT stream_id, max(version) v FROM events WHERE stream_id LIKE 'order-%%'"
+                " GROUP BY stream_id) e LEFT JOIN orders o ON o.id::text = substr(e.stream_id, 7)"
+                " WHERE o.version IS DISTINCT FROM e.v")
+            return (await cur.fetchone())[0] == 0
+    await eventually(caught_up, what="the orders projection")
+    async with pool.connection() as conn:
+        ids = [r[0] for r in await (await conn.execute("SELECT id FROM orders")).fetchall()]
+        assert len(ids) > 50
+        for order_id in ids:
+            assert await order_rows.load(conn, order_id) == await load(conn, order_id)
+        cur = await conn.execute("SELECT count(*) FROM events WHERE type = 'order.placed'")
+        assert (await cur.fetchone())[0] == len(ids)
+
