@@ -15,6 +15,7 @@ from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, SecuritySch
 
 from api import auth, cart, health, orders, products, users
 from api.consistency import Projected
+from api.wakeup import RelayWaker, wake_relay_after_commands
 from projections.catalog import CatalogProjector
 from projections.orders import OrdersProjector
 from api.problems import HANDLERS
@@ -35,9 +36,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         await pool.open()
         app.state.pool = pool
         await app.state.projected.start()
+        app.state.waker.start(pool)
         try:
             yield
         finally:
+            await app.state.waker.stop()
             await app.state.projected.stop()
             await pool.close()
 
@@ -45,8 +48,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[health.health, health.ready, *auth.ROUTES, *users.ROUTES, *products.ROUTES, *orders.ROUTES, *cart.ROUTES],
         lifespan=[lifespan],
         state=State({"settings": settings, "tokens": tokens, "passwords": Passwords(settings),
-                     "projected": Projected(settings.database_url), "catalog_projector": CatalogProjector(), "orders_projector": OrdersProjector()}),
-        middleware=[DefineMiddleware(auth.BearerAuth, exclude_from_auth_key="public",
+                     "projected": Projected(settings.database_url), "catalog_projector": CatalogProjector(), "orders_projector": OrdersProjector(), "waker": RelayWaker()}),
+        middleware=[wake_relay_after_commands, DefineMiddleware(auth.BearerAuth, exclude_from_auth_key="public",
                                      exclude=["^/schema", "^/health", "^/ready"], exclude_http_methods=["OPTIONS"])],
         exception_handlers=HANDLERS,
         request_max_body_size=settings.max_body_bytes,

@@ -151,3 +151,12 @@ async def save_checkpoint(conn: AsyncConnection, name: str, checkpoint: tuple[in
         " WHERE (c.tx_id, c.position) < (excluded.tx_id, excluded.position)",
         (name, checkpoint[0], checkpoint[1]),
     )
+
+
+RELAY_CHANNEL = "orders_events"
+
+
+async def wake_relay(conn: AsyncConnection) -> None:
+    """Tell the relay that events were committed. Call it after the commit, outside the transaction:
+    a NOTIFY inside it would serialise every commit on the notification queue's lock."""
+    await conn.execute(f"NOTIFY {RELAY_CHANNEL}")

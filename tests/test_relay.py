@@ -159,3 +159,16 @@ async def _checkpoint_at(conn, head):
 
 async def _async(value):
     return value
+
+
+async def test_a_notification_wakes_the_idle_relay_long_before_its_next_poll(services, pool):
+    relay = Relay(services.database_url, services.rabbitmq_url, poll_seconds=60)
+    async with Tap(services.rabbitmq_url) as tap, running(relay):
+        await eventually(lambda: _async(relay.active.is_set()), what="the relay to lead")
+        stream = f"relay-{uuid.uuid4()}"
+        async with pool.connection() as conn:
+            head = await store.head(conn)
+            await eventually(lambda: _checkpoint_at(conn, head), what="the relay to drain the backlog and idle")
+            await store.append(conn, stream, 0, [Happened()])
+            await store.wake_relay(conn)
+        await eventually(lambda: _async(len(tap.for_streams({stream})) == 1), timeout=10, what="a woken relay")

@@ -95,7 +95,7 @@ class Relay:
     async def _lead(self, conn: AsyncConnection, stop: asyncio.Event) -> None:
         wake = asyncio.Event()
         async with await AsyncConnection.connect(self.database_url, autocommit=True) as listener:
-            await listener.execute("LISTEN orders_events")
+            await listener.execute(f"LISTEN {store.RELAY_CHANNEL}")
             listening = asyncio.create_task(_listen(listener, wake))
             try:
                 checkpoint = await store.load_checkpoint(conn, CHECKPOINT)
