@@ -28,6 +28,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_body_bytes: int = 1_048_576
     default_currency: str = "USD"
     ryw_timeout: float = 2.0  # seconds a command waits for its projection (read-your-writes)
+    fulfilment_ship_after: float = 5.0
+    fulfilment_deliver_after: float = 10.0
     relay_batch_size: int = 1000
     relay_poll_seconds: float = 1.0
     projection_max_attempts: int = 5
@@ -51,6 +53,8 @@ _ENV = {
     "MAX_BODY_BYTES": "max_body_bytes",
     "DEFAULT_CURRENCY": "default_currency",
     "READ_YOUR_WRITES_TIMEOUT": "ryw_timeout",
+    "FULFILMENT_SHIP_AFTER": "fulfilment_ship_after",
+    "FULFILMENT_DELIVER_AFTER": "fulfilment_deliver_after",
     "RELAY_BATCH_SIZE": "relay_batch_size",
     "RELAY_POLL_SECONDS": "relay_poll_seconds",
     "PROJECTION_MAX_ATTEMPTS": "projection_max_attempts",

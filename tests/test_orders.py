@@ -298,3 +298,31 @@ async def test_the_orders_read_tables_equal_what_the_events_say(client, pool):
         cur = await conn.execute("SELECT count(*) FROM events WHERE type = 'order.placed'")
         assert (await cur.fetchone())[0] == len(ids)
 
+
+
+async def test_the_fulfilment_worker_ships_and_delivers_paid_orders(client, seller, services, pool):
+    from workers.fulfilment import Fulfilment
+
+    buyer = await account(client, "buyer")
+    p = await new_product(client, seller)
+    o = (await order(client, buyer, [{"product_id": p["id"], "quantity": 1}])).json()
+    pending = (await order(client, buyer, [{"product_id": p["id"], "quantity": 1}])).json()
+    await client.post(f"/orders/{o['id']}/pay", headers=bearer(buyer))
+    worker = Fulfilment(services.database_url, ship_after=0.05, deliver_after=0.05, poll_seconds=0.1)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        async def delivered():
+            r = await client.get(f"/orders/{o['id']}", headers=bearer(buyer))
+            return r.json()["status"] == "delivered"
+        await eventually(delivered, what="the order to be delivered")
+    finally:
+        stop.set()
+        await task
+    assert (await client.get(f"/orders/{pending['id']}", headers=bearer(buyer))).json()["status"] == "pending"
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT type, actor FROM events WHERE stream_id = %s ORDER BY version",
+                                 (f"order-{o['id']}",))
+        rows = await cur.fetchall()
+    assert [r[0] for r in rows] == ["order.placed", "order.paid", "order.shipped", "order.delivered"]
+    assert rows[2][1] == rows[3][1] == "system:fulfilment" and rows[1][1] == f"user:{buyer['id']}"

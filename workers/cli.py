@@ -38,10 +38,17 @@ def _worker(args: argparse.Namespace) -> None:
     from workers.consumer import ProjectionConsumer
     from workers.runtime import run_until_signal
 
+    s = settings()
+    if args.name == "fulfilment":
+        from workers.fulfilment import Fulfilment
+
+        worker = Fulfilment(s.database_url, ship_after=s.fulfilment_ship_after,
+                            deliver_after=s.fulfilment_deliver_after)
+        run_until_signal(worker.run)
+        return
     projectors = registry()
     if args.name not in projectors:
-        sys.exit(f"unknown worker {args.name!r}; known: {', '.join(sorted(projectors))}")
-    s = settings()
+        sys.exit(f"unknown worker {args.name!r}; known: {', '.join(sorted(projectors))}, fulfilment")
     consumer = ProjectionConsumer(projectors[args.name], s.database_url, s.rabbitmq_url,
                                   max_attempts=s.projection_max_attempts)
     run_until_signal(consumer.run)
@@ -82,12 +89,13 @@ def _create_admin(args: argparse.Namespace) -> None:
         sys.exit(str(exc))
 
 
-def components(host: str, port: int) -> list[tuple[str, list[str]]]:
+def components(host: str, port: int, fulfilment: bool = False) -> list[tuple[str, list[str]]]:
     from projections import registry
 
+    extra = [("worker fulfilment", ["worker", "fulfilment"])] if fulfilment else []
     return [("api", ["api", "--host", host, "--port", str(port)]), ("relay", ["relay"])] + [
         (f"worker {name}", ["worker", name]) for name in registry()
-    ]
+    ] + extra
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -96,7 +104,7 @@ def _run(args: argparse.Namespace) -> None:
     from workers.supervisor import Child, supervise
 
     asyncio.run(migrate(settings().database_url))
-    children = [Child(name, argv) for name, argv in components(args.host, args.port)]
+    children = [Child(name, argv) for name, argv in components(args.host, args.port, args.with_fulfilment)]
     run_until_signal(lambda stop: supervise(children, stop))
 
 
@@ -107,6 +115,7 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="migrate, then API + relay + workers under one supervisor")
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8000)
+    run.add_argument("--with-fulfilment", action="store_true", help="also run the demo fulfilment worker")
     run.set_defaults(func=_run)
     api = sub.add_parser("api", help="the HTTP API alone")
     api.add_argument("--host", default="127.0.0.1")
@@ -114,7 +123,7 @@ def parser() -> argparse.ArgumentParser:
     api.add_argument("--workers", type=int, default=1, help="API processes (it is stateless)")
     api.set_defaults(func=_api)
     sub.add_parser("relay", help="the outbox relay alone").set_defaults(func=_relay)
-    worker = sub.add_parser("worker", help="one worker: a projection name")
+    worker = sub.add_parser("worker", help="one worker: users, catalog, orders (projections) or fulfilment")
     worker.add_argument("name")
     worker.set_defaults(func=_worker)
     users = sub.add_parser("users", help="manage accounts").add_subparsers(dest="users_command", required=True)
