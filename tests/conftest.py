@@ -70,3 +70,28 @@ async def projections_running(services):
     await task
     for c in consumers:
         await c.stop()
+
+
+@pytest.fixture(scope="module")
+async def system(services, projections_running):
+    """An HTTP client of the real API (uvicorn), with the relay and every projection running."""
+    from api.app import create_app
+    from tests.support import serve
+
+    settings = services.settings(login_rate_limit=100_000, register_rate_limit=100_000)
+    async with serve(create_app(settings)) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+async def seller(system):
+    from tests.support import account
+
+    return await account(system, "seller")
+
+
+@pytest.fixture(scope="module")
+async def admin(system, pool, services):
+    from tests.support import admin_account
+
+    return await admin_account(system, pool, services.settings())

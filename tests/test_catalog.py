@@ -4,28 +4,15 @@ from decimal import Decimal
 
 import pytest
 
-from api.app import create_app
 from events import products, store
 from events.products import Product
 from projections import catalog
-from tests.support import account, admin_account, bearer, eventually, serve
+from tests.support import account, bearer, eventually
 
 
 @pytest.fixture(scope="module")
-async def client(services, projections_running):
-    settings = services.settings(login_rate_limit=10_000, register_rate_limit=10_000)
-    async with serve(create_app(settings)) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-async def seller(client):
-    return await account(client, "seller")
-
-
-@pytest.fixture(scope="module")
-async def admin(client, pool, services):
-    return await admin_account(client, pool, services.settings())
+async def client(system):
+    return system
 
 
 def product(**overrides) -> dict:

@@ -4,35 +4,21 @@ from collections import Counter
 
 import pytest
 
-from api.app import create_app
-
 from projections import orders as order_rows
-from tests.support import account, admin_account, bearer, eventually, serve
+from tests.support import account, bearer, eventually
 
 ADDRESS = {"name": "Ada Lovelace", "line1": "12 St James's Square", "city": "London", "postal_code": "SW1Y 4JH",
            "country": "gb"}
 
 
 @pytest.fixture(scope="module")
-async def client(services, projections_running):
-    settings = services.settings(login_rate_limit=100_000, register_rate_limit=100_000)
-    async with serve(create_app(settings)) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-async def seller(client):
-    return await account(client, "seller")
+async def client(system):
+    return system
 
 
 @pytest.fixture(scope="module")
 async def buyer(client):
     return await account(client, "buyer")
-
-
-@pytest.fixture(scope="module")
-async def admin(client, pool, services):
-    return await admin_account(client, pool, services.settings())
 
 
 async def new_product(client, seller, **overrides) -> dict:

@@ -1,0 +1,317 @@
+"""POST /orders through the whole system (API, relay, projection workers as real processes), beside a
+ceiling measured in the same run: a bare Litestar + psycopg endpoint doing one INSERT per request.
+
+    python -m tests.bench.bench_orders [--seconds 20] [--clients 32]
+
+Three load runs, same clients, same time: the ceiling; POST /orders as deployed (a 201 waits for the
+orders projection, so latency includes it); POST /orders with READ_YOUR_WRITES_TIMEOUT=0, where a checker
+polls the `orders` table to time the projection lag. Not a test: the numbers depend on the machine, so
+it prints rather than asserts. Its database and vhost are its own and removed at the end, even on failure.
+"""
+
+import argparse
+import asyncio
+import os
+import random
+import signal
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import psycopg
+from psycopg.conninfo import make_conninfo
+
+from events.db import drop_database, make_pool, migrate
+from tests.support import ADMIN_DATABASE_URL, RABBITMQ_HOST, RabbitAdmin, free_port
+from workers.supervisor import _die_with_parent
+
+WARMUP = 1.0  # seconds of load before the clock starts: connections opened, pools grown
+TARGET_RATIO, TARGET_LAG_MS = 0.50, 250
+ADDRESS = {"name": "A", "line1": "B", "city": "C", "postal_code": "1", "country": "GB"}
+WORKERS = ["relay", "worker users", "worker catalog", "worker orders"]
+CPU_GROUPS = ["bench", "server", *WORKERS, "postgres"]
+
+
+def ceiling_app(database_url: str):
+    """The least a POST can do here: parse JSON, one INSERT + COMMIT through the API's kind of pool."""
+    from contextlib import asynccontextmanager
+
+    from litestar import Litestar, get, post
+    from psycopg.types.json import Jsonb
+
+    pool = make_pool(database_url, min_size=2, max_size=16)  # the API's sizes (api/app.py)
+
+    @asynccontextmanager
+    async def lifespan(_):
+        await pool.open()
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    @post("/ceiling")
+    async def ceiling(data: dict) -> dict:
+        async with pool.connection() as conn, conn.transaction():
+            await conn.execute("INSERT INTO ceiling_t (id, data) VALUES (%s, %s)", (uuid.uuid4(), Jsonb(data)))
+        return {"ok": True}
+
+    @get("/ready")
+    async def ready() -> dict:
+        return {"status": "ready"}
+
+    return Litestar([ceiling, ready], lifespan=[lifespan])
+
+
+def serve_ceiling(port: int, database_url: str) -> None:
+    import uvicorn
+
+    # The server settings of `orders api` (workers/cli.py): one process, same host, no access log.
+    uvicorn.run(ceiling_app(database_url), host="127.0.0.1", port=port, timeout_graceful_shutdown=5,
+                log_level="warning", access_log=False)
+
+
+async def spawn(env: dict, *argv: str) -> asyncio.subprocess.Process:
+    # Children die with us even if we are killed outright, so no process outlives a broken run.
+    return await asyncio.create_subprocess_exec(sys.executable, "-m", *argv, env=env, preexec_fn=_die_with_parent)
+
+
+async def stop(procs: list) -> None:
+    """SIGTERM all, then kill whichever has not exited after a grace period."""
+    for p in procs:
+        if p.returncode is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            await asyncio.wait_for(p.wait(), 10)
+        except asyncio.TimeoutError:
+            p.kill()
+            await p.wait()
+
+
+async def wait_until(probe, what: str, procs: dict, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not await probe():
+        if dead := [n for n, p in procs.items() if p.returncode is not None]:
+            raise RuntimeError(f"{', '.join(dead)} exited while waiting for {what}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.1)  # polling interval of a deadline-bounded wait
+
+
+async def wait_ready(base: str, procs: dict) -> None:
+    async def ready() -> bool:
+        try:
+            async with httpx.AsyncClient(timeout=5) as c:
+                return (await c.get(base + "/ready")).status_code == 200
+        except httpx.HTTPError:
+            return False
+    await wait_until(ready, f"{base}/ready", procs)
+
+
+async def seed(base: str, buyers: int, run_id: str) -> tuple[list[str], list[str]]:
+    """(one access token per buyer, 50 product ids), all through the API."""
+    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+        async def account(role: str, i: int) -> str:
+            user = {"email": f"{role}-{i}-{run_id}@example.com", "password": "bench password"}
+            (await http.post("/auth/register", json={**user, "name": f"{role} {i}", "role": role})).raise_for_status()
+            return (await http.post("/auth/login", json=user)).raise_for_status().json()["access_token"]
+
+        seller = {"Authorization": f"Bearer {await account('seller', 0)}"}
+        tokens = await asyncio.gather(*(account("buyer", i) for i in range(buyers)))
+
+        async def product(i: int) -> str:
+            body = {"name": f"Bench product {i}", "price": "9.99", "currency": "EUR", "stock": 1_000_000}
+            return (await http.post("/products", headers=seller, json=body)).raise_for_status().json()["id"]
+
+        return list(tokens), list(await asyncio.gather(*(product(i) for i in range(50))))
+
+
+def order_body(products: list[str]) -> dict:
+    return {"items": [{"product_id": random.choice(products), "quantity": 1}], "shipping_address": ADDRESS}
+
+
+def cpu_seconds(pids) -> dict[int, float]:
+    """CPU time by pid from schedstat (ns; /proc/pid/stat only has 10 ms ticks); gone pids are skipped."""
+    out = {}
+    for pid in pids:
+        try:
+            out[pid] = int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+        except OSError:
+            pass
+    return out
+
+
+async def backends(database_url: str) -> list[int]:
+    """Our own database's PostgreSQL backends: the server is shared, its other load is not ours."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        cur = await conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                                 " AND pid <> pg_backend_pid()")
+        return [r[0] for r in await cur.fetchall()]
+
+
+def pct(values: list[float], q: float) -> float:
+    return values[int(q * (len(values) - 1))] * 1000 if values else float("nan")
+
+
+async def run_load(base: str, path: str, tokens: list[str], products: list[str], seconds: float,
+                   pids: dict, database_url: str, on_created=None) -> dict:
+    """Each client its own connection and token, one request at a time, for WARMUP + seconds; only
+    requests started after the warm-up count. CPU is per 201, by process group (`pids`)."""
+    latencies, failures = [], Counter()
+    measured_from = time.monotonic() + WARMUP
+    deadline = measured_from + seconds
+
+    async def client(token: str) -> None:
+        async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+            while (t0 := time.monotonic()) < deadline:
+                try:
+                    r = await http.post(path, json=order_body(products))
+                    status = r.status_code
+                except httpx.HTTPError as exc:
+                    status = type(exc).__name__
+                t1 = time.monotonic()
+                if t0 < measured_from:
+                    continue
+                if status == 201:
+                    latencies.append(t1 - t0)
+                    if on_created:
+                        on_created(uuid.UUID(r.headers["location"].rsplit("/", 1)[1]), t1)
+                else:
+                    failures[status] += 1
+
+    async def cpu_window() -> dict[str, float]:
+        # These sleeps align the CPU sample with the measured window (timing, not synchronisation).
+        await asyncio.sleep(measured_from - time.monotonic())
+        groups = {**pids, "postgres": await backends(database_url)}
+        before, bench = {g: cpu_seconds(p) for g, p in groups.items()}, time.process_time()
+        await asyncio.sleep(deadline - time.monotonic())
+        groups["postgres"] = await backends(database_url)  # with the connections opened meanwhile
+        used = {g: sum(v - before[g].get(pid, 0.0) for pid, v in cpu_seconds(p).items()) for g, p in groups.items()}
+        return {"bench": time.process_time() - bench, **used}
+
+    cpu, *_ = await asyncio.gather(cpu_window(), *(client(t) for t in tokens))
+    latencies.sort()
+    return {"rate": len(latencies) / seconds, "p50": pct(latencies, 0.50), "p99": pct(latencies, 0.99),
+            "failures": failures, "cpu": {g: s / max(len(latencies), 1) * 1000 for g, s in cpu.items()}}
+
+
+async def check_projection(database_url: str, pending: dict, lags: list, done: asyncio.Event) -> None:
+    """When each order answered 201 first shows in the read table. The time is taken when the poll
+    returns, so a lag is over-stated by at most one query plus the 5 ms interval."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        while pending or not done.is_set():
+            if pending:
+                cur = await conn.execute("SELECT id FROM orders WHERE id = ANY(%s)", (list(pending),))
+                seen = time.monotonic()
+                for (order_id,) in await cur.fetchall():
+                    lags.append(seen - pending.pop(order_id))
+            await asyncio.sleep(0.005)
+
+
+def report(clients: int, seconds: float, runs: list, lags: list[float], missing: int) -> None:
+    print(f"\nnproc {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}, {clients} clients, "
+          f"{seconds:g} s each after {WARMUP:g} s warm-up\n")
+    print("| scenario | clients | req/s | p50 ms | p99 ms | non-2xx | lag p50 ms | lag p99 ms |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, r in runs:
+        lag = f"{pct(lags, 0.50):.0f} | {pct(lags, 0.99):.0f}" if "=0" in name else " | "
+        print(f"| {name} | {clients} | {r['rate']:,.0f} | {r['p50']:.1f} | {r['p99']:.1f} "
+              f"| {sum(r['failures'].values())} | {lag} |")
+    print(f"\n| CPU ms per 201 | {' | '.join(CPU_GROUPS)} |\n|---|{'---:|' * len(CPU_GROUPS)}")
+    for name, r in runs:
+        print(f"| {name} | " + " | ".join(f"{r['cpu'][g]:.2f}" for g in CPU_GROUPS) + " |")
+    print()
+    for name, r in runs:
+        if r["failures"]:
+            print(f"non-2xx, {name}: {dict(r['failures'])}")
+    if missing:
+        print(f"{missing} orders answered 201 were still not in the orders table 30 s after the run")
+    ceiling = runs[0][1]["rate"]
+    for name, r in runs[1:]:
+        ratio = r["rate"] / ceiling
+        print(f"orders/s ÷ ceiling req/s, {name}: {ratio:.2f} {'PASS' if ratio >= TARGET_RATIO else 'MISS'}"
+              f" (target ≥ {TARGET_RATIO:.2f})")
+    lag = pct(lags, 0.99)
+    print(f"projection lag p99: {lag:.0f} ms {'PASS' if lag <= TARGET_LAG_MS else 'MISS'} (target ≤ {TARGET_LAG_MS} ms)")
+
+
+async def main(seconds: float, clients: int) -> None:
+    run_id = uuid.uuid4().hex[:10]
+    database_url = make_conninfo(ADMIN_DATABASE_URL, dbname=f"orders_bench_{run_id}")
+    vhost = f"orders_bench_{run_id}"
+    admin, procs = RabbitAdmin(), {}
+    await admin.create_vhost(vhost)
+    try:
+        await migrate(database_url)
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            await conn.execute("CREATE TABLE ceiling_t (id uuid PRIMARY KEY, data jsonb NOT NULL)")
+        # Rate limits lifted for seeding from one address; argon2 as cheap as in the tests, since only
+        # seeding hashes passwords (an order request verifies a JWT, not a password).
+        env = {**os.environ, "DATABASE_URL": database_url, "ORDERS_DEV_MODE": "1", "LOG_LEVEL": "WARNING",
+               "RABBITMQ_URL": f"amqp://guest:guest@{RABBITMQ_HOST}:5672/{vhost}",
+               "LOGIN_RATE_LIMIT": "100000", "REGISTER_RATE_LIMIT": "100000",
+               "ARGON2_TIME_COST": "1", "ARGON2_MEMORY_KIB": "1024"}
+        port, cport = free_port(), free_port()
+        base, ceiling_base = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{cport}"
+        procs["api"] = await spawn(env, "workers.cli", "api", "--port", str(port))
+        for name in WORKERS:
+            procs[name] = await spawn(env, "workers.cli", *name.split())
+        await wait_ready(base, procs)
+        tokens, products = await seed(base, clients, run_id)
+
+        # One order end to end (API, relay, broker, orders worker) before any clock starts.
+        async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {tokens[0]}"}) as http:
+            r = (await http.post("/orders", json=order_body(products))).raise_for_status()
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            async def projected() -> bool:
+                return bool(await (await conn.execute("SELECT 1 FROM orders WHERE id = %s",
+                                                      (r.headers["location"].rsplit("/", 1)[1],))).fetchone())
+            await wait_until(projected, "the first order in the orders table", procs)
+
+        def pids(server: str) -> dict:
+            return {"server": [procs[server].pid], **{name: [procs[name].pid] for name in WORKERS}}
+
+        procs["ceiling"] = await spawn(env, "tests.bench.bench_orders", "--serve-ceiling", str(cport), database_url)
+        await wait_ready(ceiling_base, procs)
+        ceiling = await run_load(ceiling_base, "/ceiling", tokens, products, seconds, pids("ceiling"), database_url)
+        await stop([procs.pop("ceiling")])
+
+        waiting = await run_load(base, "/orders", tokens, products, seconds, pids("api"), database_url)
+
+        # The same API restarted, so that a 201 no longer waits for the projection.
+        await stop([procs.pop("api")])
+        procs["api"] = await spawn({**env, "READ_YOUR_WRITES_TIMEOUT": "0"}, "workers.cli", "api", "--port", str(port))
+        await wait_ready(base, procs)
+        pending, lags, done = {}, [], asyncio.Event()
+        checker = asyncio.create_task(check_projection(database_url, pending, lags, done))
+        nowait = await run_load(base, "/orders", tokens, products, seconds, pids("api"), database_url,
+                                on_created=pending.__setitem__)
+        done.set()
+        try:
+            await asyncio.wait_for(checker, 30)  # the backlog drains; what is still missing then is reported
+        except asyncio.TimeoutError:
+            pass
+        lags.sort()
+        report(clients, seconds, [("ceiling: POST /ceiling, one INSERT", ceiling),
+                                  ("POST /orders, waits for projection", waiting),
+                                  ("POST /orders, READ_YOUR_WRITES_TIMEOUT=0", nowait)], lags, len(pending))
+    finally:
+        await stop(list(procs.values()))
+        try:
+            await drop_database(database_url)
+        finally:
+            await admin.delete_vhost(vhost)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--serve-ceiling":
+        serve_ceiling(int(sys.argv[2]), sys.argv[3])
+    else:
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--seconds", type=float, default=20)
+        parser.add_argument("--clients", type=int, default=32)
+        args = parser.parse_args()
+        asyncio.run(main(args.seconds, args.clients))
