@@ -4,7 +4,6 @@ Functions take a connection so that an append can share its transaction with the
 (stock, unique emails) that protect invariants spanning streams.
 """
 
-import uuid
 from collections.abc import Sequence
 
 import msgspec
@@ -36,13 +35,19 @@ WITH head AS (
 )
 INSERT INTO events (event_id, stream_id, version, type, data,
                     correlation_id, causation_id, actor, schema_version)
-SELECT e.id, %(stream)s, %(expected)s + e.n, e.type, e.data,
+SELECT gen_random_uuid(), %(stream)s, %(expected)s + e.n, e.doc->>'type', e.doc->'data',
        %(correlation)s, %(causation)s, %(actor)s, 1
-FROM head, unnest(%(ids)s::uuid[], %(types)s::text[], %(datas)s::jsonb[]) WITH ORDINALITY AS e(id, type, data, n)
+FROM head, jsonb_array_elements(%(events)s::jsonb) WITH ORDINALITY AS e(doc, n)
 WHERE coalesce(head.version, 0) = %(expected)s
   AND (head.tx_id IS NULL OR head.tx_id <= pg_current_xact_id()::text::bigint)
+ORDER BY e.n
 RETURNING position
 """
+
+
+class _Doc(msgspec.Struct, array_like=False):
+    type: str
+    data: Event
 
 
 async def append(
@@ -66,9 +71,8 @@ async def append(
         "correlation": meta.correlation_id,
         "causation": meta.causation_id,
         "actor": meta.actor,
-        "ids": [uuid.uuid4() for _ in events],
-        "types": [e.type for e in events],
-        "datas": [_encode(e).decode() for e in events],
+        # One JSON text parameter: far cheaper to send than three typed arrays.
+        "events": _encode([_Doc(e.type, e) for e in events]).decode(),
     }
     try:
         cur = await conn.execute(_APPEND, params)

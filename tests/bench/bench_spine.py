@@ -32,7 +32,6 @@ TARGET = 0.70
 
 PLAIN_TABLE = """CREATE TABLE plain_inserts (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, u uuid NOT NULL, t text NOT NULL, j jsonb NOT NULL)"""
-TRIGGER = "CREATE TRIGGER events_notify AFTER INSERT ON events FOR EACH STATEMENT EXECUTE FUNCTION notify_events()"
 
 
 def on_cpu(pids: list[int]) -> float:
@@ -90,25 +89,18 @@ def store_append(batch: int):
 
 async def append_rows(pool, pids: list[int]) -> list[tuple]:
     """Rows of (label, writers, events per commit, commits, wall, client CPU, server CPU, ceiling commits/s)."""
-    contenders = [("plain INSERT (ceiling)", 1, plain_insert, True)]
-    for batch in (1, 10):
-        # The trigger is dropped in this run's own database only, and recreated for the next contender.
-        contenders += [(f"store.append, {batch} event(s)/commit", batch, store_append(batch), True),
-                       (f"store.append, {batch} event(s)/commit, no NOTIFY trigger", batch, store_append(batch),
-                        False)]
+    # (The NOTIFY trigger this once compared against is gone: sql/005_relay_wakeup_outside_commits.sql.)
+    contenders = [("plain INSERT (ceiling)", 1, plain_insert)]
+    contenders += [(f"store.append, {batch} event(s)/commit", batch, store_append(batch)) for batch in (1, 10)]
     rows = []
     for n in WRITERS:
         totals = [[0, 0.0, 0.0, 0.0] for _ in contenders]
-        for _ in range(SLICES):
-            for total, (_, _, make, trigger) in zip(totals, contenders):
-                async with pool.connection() as conn:
-                    await conn.execute("DROP TRIGGER IF EXISTS events_notify ON events")
-                    if trigger:
-                        await conn.execute(TRIGGER)
+        for _ in range(SLICES):  # interleaved, so each figure and its ceiling see the same background load
+            for total, (_, _, make) in zip(totals, contenders):
                 for k, v in enumerate(await run_writers(pool, n, make, pids)):
                     total[k] += v
         ceiling = totals[0][0] / totals[0][1]
-        rows += [(label, n, batch, *total, ceiling) for (label, batch, _, _), total in zip(contenders, totals)]
+        rows += [(label, n, batch, *total, ceiling) for (label, batch, _), total in zip(contenders, totals)]
     return rows
 
 
