@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or env_settings()
     tokens = Tokens(settings)  # refuses a weak JWT secret outside dev mode, before anything starts
+    waker = RelayWaker()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -48,7 +49,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[health.health, health.ready, *auth.ROUTES, *users.ROUTES, *products.ROUTES, *orders.ROUTES, *cart.ROUTES],
         lifespan=[lifespan],
         state=State({"settings": settings, "tokens": tokens, "passwords": Passwords(settings),
-                     "projected": Projected(settings.database_url), "catalog_projector": CatalogProjector(), "orders_projector": OrdersProjector(), "waker": RelayWaker()}),
+                     "projected": Projected(settings.database_url, on_wait=waker.poke), "catalog_projector": CatalogProjector(), "orders_projector": OrdersProjector(), "waker": waker}),
         middleware=[wake_relay_after_commands, DefineMiddleware(auth.BearerAuth, exclude_from_auth_key="public",
                                      exclude=["^/schema", "^/health", "^/ready"], exclude_http_methods=["OPTIONS"])],
         exception_handlers=HANDLERS,

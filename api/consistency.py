@@ -18,8 +18,9 @@ log = logging.getLogger(__name__)
 
 
 class Projected:
-    def __init__(self, database_url: str):
+    def __init__(self, database_url: str, on_wait=lambda: None):
         self.database_url = database_url
+        self.on_wait = on_wait  # wakes the relay: the wait follows a commit the relay has not seen
         self._waiters: dict[tuple[str, str], list[tuple[int, asyncio.Future]]] = defaultdict(list)
         self._task: asyncio.Task | None = None
         self._listening = asyncio.Event()
@@ -55,6 +56,7 @@ class Projected:
 
     async def wait(self, pool, projection: str, stream: str, version: int, read_version, timeout: float) -> bool:
         """True once `read_version(conn)` (the read table's version) reaches `version`; False at the deadline."""
+        self.on_wait()
         future = asyncio.get_running_loop().create_future()
         key = (projection, stream)
         self._waiters[key].append((version, future))

@@ -172,3 +172,21 @@ async def test_a_notification_wakes_the_idle_relay_long_before_its_next_poll(ser
             await store.append(conn, stream, 0, [Happened()])
             await store.wake_relay(conn)
         await eventually(lambda: _async(len(tap.for_streams({stream})) == 1), timeout=10, what="a woken relay")
+
+
+async def test_a_successful_command_wakes_the_idle_relay(services, pool):
+    from api.app import create_app
+    from tests.support import serve
+
+    relay = Relay(services.database_url, services.rabbitmq_url, poll_seconds=60)
+    async with Tap(services.rabbitmq_url, "user.#") as tap, running(relay), serve(create_app(services.settings())) as api:
+        async with pool.connection() as conn:
+            head = await store.head(conn)
+            await eventually(lambda: _checkpoint_at(conn, head), what="the relay to drain the backlog and idle")
+        email = f"wake-{uuid.uuid4().hex[:8]}@example.com"
+        r = await api.post("/auth/register", json={"email": email, "password": "long enough pw", "name": "W"})
+        assert r.status_code == 201
+
+        async def published():
+            return any(msgspec.json.decode(m.body)["data"].get("email") == email for m in tap.messages)
+        await eventually(published, timeout=10, what="the registration on the broker well before the 60 s poll")

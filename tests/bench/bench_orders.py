@@ -1,12 +1,8 @@
-"""POST /orders through the whole system (API, relay, projection workers as real processes), beside a
-ceiling measured in the same run: a bare Litestar + psycopg endpoint doing one INSERT per request.
-
-    python -m tests.bench.bench_orders [--seconds 20] [--clients 32]
-
-Three load runs, same clients, same time: the ceiling; POST /orders as deployed (a 201 waits for the
-orders projection, so latency includes it); POST /orders with READ_YOUR_WRITES_TIMEOUT=0, where a checker
-polls the `orders` table to time the projection lag. Not a test: the numbers depend on the machine, so
-it prints rather than asserts. Its database and vhost are its own and removed at the end, even on failure.
+"""POST /orders through the whole system (API, relay, workers as real processes) beside a ceiling taken
+in the same run: a bare Litestar + psycopg endpoint doing one INSERT. Run by hand, never in CI:
+python -m tests.bench.bench_orders [--seconds 20] [--clients 32]. Runs: the ceiling; POST /orders as
+deployed (the 201 waits for the projection); POST /orders with READ_YOUR_WRITES_TIMEOUT=0 and a checker
+timing the projection lag. Its own database and vhost, removed at the end even on failure.
 """
 
 import argparse
@@ -18,6 +14,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from contextlib import suppress
 from pathlib import Path
 
 import httpx
@@ -35,22 +32,13 @@ WORKERS = ["relay", "worker users", "worker catalog", "worker orders"]
 CPU_GROUPS = ["bench", "server", *WORKERS, "postgres"]
 
 
-def ceiling_app(database_url: str):
+def serve_ceiling(port: int, database_url: str) -> None:
     """The least a POST can do here: parse JSON, one INSERT + COMMIT through the API's kind of pool."""
-    from contextlib import asynccontextmanager
-
+    import uvicorn
     from litestar import Litestar, get, post
     from psycopg.types.json import Jsonb
 
     pool = make_pool(database_url, min_size=2, max_size=16)  # the API's sizes (api/app.py)
-
-    @asynccontextmanager
-    async def lifespan(_):
-        await pool.open()
-        try:
-            yield
-        finally:
-            await pool.close()
 
     @post("/ceiling")
     async def ceiling(data: dict) -> dict:
@@ -62,15 +50,10 @@ def ceiling_app(database_url: str):
     async def ready() -> dict:
         return {"status": "ready"}
 
-    return Litestar([ceiling, ready], lifespan=[lifespan])
-
-
-def serve_ceiling(port: int, database_url: str) -> None:
-    import uvicorn
-
-    # The server settings of `orders api` (workers/cli.py): one process, same host, no access log.
-    uvicorn.run(ceiling_app(database_url), host="127.0.0.1", port=port, timeout_graceful_shutdown=5,
-                log_level="warning", access_log=False)
+    # `orders api`'s server settings (workers/cli.py): one process, same host, no access log; the
+    # pool is the lifespan (an async context manager that opens and closes it).
+    uvicorn.run(Litestar([ceiling, ready], lifespan=[pool]), host="127.0.0.1", port=port,
+                timeout_graceful_shutdown=5, log_level="warning", access_log=False)
 
 
 async def spawn(env: dict, *argv: str) -> asyncio.subprocess.Process:
@@ -104,28 +87,27 @@ async def wait_until(probe, what: str, procs: dict, timeout: float = 60) -> None
 async def wait_ready(base: str, procs: dict) -> None:
     async def ready() -> bool:
         try:
-            async with httpx.AsyncClient(timeout=5) as c:
-                return (await c.get(base + "/ready")).status_code == 200
+            async with httpx.AsyncClient(timeout=5) as http:
+                return (await http.get(base + "/ready")).status_code == 200
         except httpx.HTTPError:
             return False
     await wait_until(ready, f"{base}/ready", procs)
 
 
 async def seed(base: str, buyers: int, run_id: str) -> tuple[list[str], list[str]]:
-    """(one access token per buyer, 50 product ids), all through the API."""
+    """(an access token per buyer, 50 product ids), all through the API."""
     async with httpx.AsyncClient(base_url=base, timeout=30) as http:
         async def account(role: str, i: int) -> str:
             user = {"email": f"{role}-{i}-{run_id}@example.com", "password": "bench password"}
             (await http.post("/auth/register", json={**user, "name": f"{role} {i}", "role": role})).raise_for_status()
             return (await http.post("/auth/login", json=user)).raise_for_status().json()["access_token"]
 
-        seller = {"Authorization": f"Bearer {await account('seller', 0)}"}
-        tokens = await asyncio.gather(*(account("buyer", i) for i in range(buyers)))
-
         async def product(i: int) -> str:
             body = {"name": f"Bench product {i}", "price": "9.99", "currency": "EUR", "stock": 1_000_000}
             return (await http.post("/products", headers=seller, json=body)).raise_for_status().json()["id"]
 
+        seller = {"Authorization": f"Bearer {await account('seller', 0)}"}
+        tokens = await asyncio.gather(*(account("buyer", i) for i in range(buyers)))
         return list(tokens), list(await asyncio.gather(*(product(i) for i in range(50))))
 
 
@@ -133,22 +115,23 @@ def order_body(products: list[str]) -> dict:
     return {"items": [{"product_id": random.choice(products), "quantity": 1}], "shipping_address": ADDRESS}
 
 
+def order_id(response: httpx.Response) -> uuid.UUID:
+    return uuid.UUID(response.headers["location"].rsplit("/", 1)[1])
+
+
 def cpu_seconds(pids) -> dict[int, float]:
     """CPU time by pid from schedstat (ns; /proc/pid/stat only has 10 ms ticks); gone pids are skipped."""
     out = {}
     for pid in pids:
-        try:
+        with suppress(OSError):
             out[pid] = int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
-        except OSError:
-            pass
     return out
 
 
 async def backends(database_url: str) -> list[int]:
-    """Our own database's PostgreSQL backends: the server is shared, its other load is not ours."""
+    """Our own database's backends only: the PostgreSQL server is shared, its other load is not ours."""
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        cur = await conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-                                 " AND pid <> pg_backend_pid()")
+        cur = await conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
         return [r[0] for r in await cur.fetchall()]
 
 
@@ -178,7 +161,7 @@ async def run_load(base: str, path: str, tokens: list[str], products: list[str],
                 if status == 201:
                     latencies.append(t1 - t0)
                     if on_created:
-                        on_created(uuid.UUID(r.headers["location"].rsplit("/", 1)[1]), t1)
+                        on_created(order_id(r), t1)
                 else:
                     failures[status] += 1
 
@@ -206,16 +189,16 @@ async def check_projection(database_url: str, pending: dict, lags: list, done: a
             if pending:
                 cur = await conn.execute("SELECT id FROM orders WHERE id = ANY(%s)", (list(pending),))
                 seen = time.monotonic()
-                for (order_id,) in await cur.fetchall():
-                    lags.append(seen - pending.pop(order_id))
+                for (found,) in await cur.fetchall():
+                    lags.append(seen - pending.pop(found))
             await asyncio.sleep(0.005)
 
 
 def report(clients: int, seconds: float, runs: list, lags: list[float], missing: int) -> None:
-    print(f"\nnproc {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}, {clients} clients, "
+    print(f"\nnproc {os.cpu_count()}, load average {os.getloadavg()[0]:.2f} after, {clients} clients, "
           f"{seconds:g} s each after {WARMUP:g} s warm-up\n")
-    print("| scenario | clients | req/s | p50 ms | p99 ms | non-2xx | lag p50 ms | lag p99 ms |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| scenario | clients | req/s | p50 ms | p99 ms | non-2xx | lag p50 ms | lag p99 ms |\n"
+          "|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in runs:
         lag = f"{pct(lags, 0.50):.0f} | {pct(lags, 0.99):.0f}" if "=0" in name else " | "
         print(f"| {name} | {clients} | {r['rate']:,.0f} | {r['p50']:.1f} | {r['p99']:.1f} "
@@ -223,15 +206,11 @@ def report(clients: int, seconds: float, runs: list, lags: list[float], missing:
     print(f"\n| CPU ms per 201 | {' | '.join(CPU_GROUPS)} |\n|---|{'---:|' * len(CPU_GROUPS)}")
     for name, r in runs:
         print(f"| {name} | " + " | ".join(f"{r['cpu'][g]:.2f}" for g in CPU_GROUPS) + " |")
-    print()
-    for name, r in runs:
-        if r["failures"]:
-            print(f"non-2xx, {name}: {dict(r['failures'])}")
+    print("\n".join(f"non-2xx, {name}: {dict(r['failures'])}" for name, r in runs if r["failures"]))
     if missing:
         print(f"{missing} orders answered 201 were still not in the orders table 30 s after the run")
-    ceiling = runs[0][1]["rate"]
     for name, r in runs[1:]:
-        ratio = r["rate"] / ceiling
+        ratio = r["rate"] / runs[0][1]["rate"]
         print(f"orders/s ÷ ceiling req/s, {name}: {ratio:.2f} {'PASS' if ratio >= TARGET_RATIO else 'MISS'}"
               f" (target ≥ {TARGET_RATIO:.2f})")
     lag = pct(lags, 0.99)
@@ -264,11 +243,10 @@ async def main(seconds: float, clients: int) -> None:
 
         # One order end to end (API, relay, broker, orders worker) before any clock starts.
         async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {tokens[0]}"}) as http:
-            r = (await http.post("/orders", json=order_body(products))).raise_for_status()
+            first = order_id((await http.post("/orders", json=order_body(products))).raise_for_status())
         async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
             async def projected() -> bool:
-                return bool(await (await conn.execute("SELECT 1 FROM orders WHERE id = %s",
-                                                      (r.headers["location"].rsplit("/", 1)[1],))).fetchone())
+                return bool(await (await conn.execute("SELECT 1 FROM orders WHERE id = %s", (first,))).fetchone())
             await wait_until(projected, "the first order in the orders table", procs)
 
         def pids(server: str) -> dict:
@@ -290,10 +268,8 @@ async def main(seconds: float, clients: int) -> None:
         nowait = await run_load(base, "/orders", tokens, products, seconds, pids("api"), database_url,
                                 on_created=pending.__setitem__)
         done.set()
-        try:
+        with suppress(asyncio.TimeoutError):
             await asyncio.wait_for(checker, 30)  # the backlog drains; what is still missing then is reported
-        except asyncio.TimeoutError:
-            pass
         lags.sort()
         report(clients, seconds, [("ceiling: POST /ceiling, one INSERT", ceiling),
                                   ("POST /orders, waits for projection", waiting),
