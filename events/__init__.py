@@ -1,3 +1,3 @@
 """The vocabulary: one module per stream kind; importing the package registers every event type."""
 
-from events import orders, products, users  # noqa: F401  (registers their event types)
+from events import orders, products, scrapes, users  # noqa: F401  (registers their event types)

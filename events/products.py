@@ -70,6 +70,24 @@ class StockReleased(Event, kw_only=True):
     quantity: int
 
 
+@event("product.scraped")
+class ProductScraped(Event, kw_only=True):
+    """A shop website shows this product with these values: new, or changed since the last scrape."""
+
+    product_id: uuid.UUID
+    source: str
+    url: str
+    run_id: uuid.UUID
+    name: str
+    description: str = ""
+    price: Decimal
+    currency: str
+    stock: int
+    sku: str | None = None
+    image_url: str | None = None
+    scraped_at: datetime
+
+
 class Product(msgspec.Struct, frozen=True, kw_only=True):
     id: uuid.UUID
     seller_id: uuid.UUID | None
@@ -96,6 +114,14 @@ def evolve(state: Product | None, e: Event, version: int, at: datetime) -> Produ
             return Product(id=e.product_id, seller_id=e.seller_id, name=e.name, description=e.description,
                            price=e.price, currency=e.currency, stock=e.stock, sku=e.sku, image_url=e.image_url,
                            source=e.source, active=True, created_at=e.created_at, updated_at=at, version=version)
+        case ProductScraped() if state is None:
+            return Product(id=e.product_id, seller_id=None, name=e.name, description=e.description, price=e.price,
+                           currency=e.currency, stock=e.stock, sku=e.sku, image_url=e.image_url, source=e.source,
+                           active=True, created_at=e.scraped_at, updated_at=at, version=version)
+        case ProductScraped():
+            return msgspec.structs.replace(state, name=e.name, description=e.description, price=e.price,
+                                           currency=e.currency, stock=e.stock, sku=e.sku, image_url=e.image_url,
+                                           updated_at=at, version=version)
         case ProductUpdated() if state:
             changes = {f: getattr(e, f) for f in EDITABLE if getattr(e, f) is not UNSET}
             return msgspec.structs.replace(state, **changes, updated_at=at, version=version)

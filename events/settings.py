@@ -30,6 +30,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ryw_timeout: float = 2.0  # seconds a command waits for its projection (read-your-writes)
     fulfilment_ship_after: float = 5.0
     fulfilment_deliver_after: float = 10.0
+    scraper_sources: str | None = None  # a TOML file of extra sources
+    scraper_timeout: float = 10.0
+    scraper_retries: int = 3
     relay_batch_size: int = 1000
     relay_poll_seconds: float = 1.0
     projection_max_attempts: int = 5
@@ -55,6 +58,9 @@ _ENV = {
     "READ_YOUR_WRITES_TIMEOUT": "ryw_timeout",
     "FULFILMENT_SHIP_AFTER": "fulfilment_ship_after",
     "FULFILMENT_DELIVER_AFTER": "fulfilment_deliver_after",
+    "SCRAPER_SOURCES": "scraper_sources",
+    "SCRAPER_TIMEOUT": "scraper_timeout",
+    "SCRAPER_RETRIES": "scraper_retries",
     "RELAY_BATCH_SIZE": "relay_batch_size",
     "RELAY_POLL_SECONDS": "relay_poll_seconds",
     "PROJECTION_MAX_ATTEMPTS": "projection_max_attempts",

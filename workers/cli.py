@@ -39,6 +39,12 @@ def _worker(args: argparse.Namespace) -> None:
     from workers.runtime import run_until_signal
 
     s = settings()
+    if args.name == "scraper":
+        from workers.scrape_worker import ScraperWorker
+
+        run_until_signal(ScraperWorker(s.database_url, s.rabbitmq_url, sources_file=s.scraper_sources,
+                                       timeout=s.scraper_timeout, retries=s.scraper_retries).run)
+        return
     if args.name == "fulfilment":
         from workers.fulfilment import Fulfilment
 
@@ -48,10 +54,21 @@ def _worker(args: argparse.Namespace) -> None:
         return
     projectors = registry()
     if args.name not in projectors:
-        sys.exit(f"unknown worker {args.name!r}; known: {', '.join(sorted(projectors))}, fulfilment")
+        sys.exit(f"unknown worker {args.name!r}; known: {', '.join(sorted(projectors))}, scraper, fulfilment")
     consumer = ProjectionConsumer(projectors[args.name], s.database_url, s.rabbitmq_url,
                                   max_attempts=s.projection_max_attempts)
     run_until_signal(consumer.run)
+
+
+def _scrape(args: argparse.Namespace) -> None:
+    from workers.scrape_worker import publish_request
+    from workers.scraper import ScrapeRequest
+
+    if not (args.source or args.url):
+        sys.exit("name --source, --url, or both")
+    request = ScrapeRequest(source=args.source, url=args.url, max_pages=args.max_pages, max_products=args.max_products)
+    asyncio.run(publish_request(settings().rabbitmq_url, request))
+    print("published a scrape request to exchange orders.commands, routing key scrape.requested")
 
 
 def _create_admin(args: argparse.Namespace) -> None:
@@ -94,7 +111,7 @@ def components(host: str, port: int, fulfilment: bool = False) -> list[tuple[str
 
     extra = [("worker fulfilment", ["worker", "fulfilment"])] if fulfilment else []
     return [("api", ["api", "--host", host, "--port", str(port)]), ("relay", ["relay"])] + [
-        (f"worker {name}", ["worker", name]) for name in registry()
+        (f"worker {name}", ["worker", name]) for name in [*registry(), "scraper"]
     ] + extra
 
 
@@ -123,9 +140,15 @@ def parser() -> argparse.ArgumentParser:
     api.add_argument("--workers", type=int, default=1, help="API processes (it is stateless)")
     api.set_defaults(func=_api)
     sub.add_parser("relay", help="the outbox relay alone").set_defaults(func=_relay)
-    worker = sub.add_parser("worker", help="one worker: users, catalog, orders (projections) or fulfilment")
+    worker = sub.add_parser("worker", help="one worker: users, catalog, orders (projections), scraper, fulfilment")
     worker.add_argument("name")
     worker.set_defaults(func=_worker)
+    scrape = sub.add_parser("scrape", help="publish a scrape request (the scraper worker runs it)")
+    scrape.add_argument("--source", help="a source name from the sources file")
+    scrape.add_argument("--url", help="a start URL: with --source, that source's rules on another address")
+    scrape.add_argument("--max-pages", type=int)
+    scrape.add_argument("--max-products", type=int)
+    scrape.set_defaults(func=_scrape)
     users = sub.add_parser("users", help="manage accounts").add_subparsers(dest="users_command", required=True)
     admin = users.add_parser("create-admin", help="bootstrap an admin (the API never lets anyone register as admin)")
     admin.add_argument("--email", required=True)
