@@ -13,7 +13,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.middleware import DefineMiddleware
 from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, SecurityScheme
 
-from api import auth, cart, health, orders, products, users
+from api import admin, auth, cart, health, orders, products, users
 from api.consistency import Projected
 from api.wakeup import RelayWaker, wake_relay_after_commands
 from projections.catalog import CatalogProjector
@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await pool.close()
 
     return Litestar(
-        route_handlers=[health.health, health.ready, *auth.ROUTES, *users.ROUTES, *products.ROUTES, *orders.ROUTES, *cart.ROUTES],
+        route_handlers=[health.health, health.ready, *auth.ROUTES, *users.ROUTES, *products.ROUTES, *orders.ROUTES, *cart.ROUTES, *admin.ROUTES],
         lifespan=[lifespan],
         state=State({"settings": settings, "tokens": tokens, "passwords": Passwords(settings),
                      "projected": Projected(settings.database_url, on_wait=waker.poke), "catalog_projector": CatalogProjector(), "orders_projector": OrdersProjector(), "waker": waker}),

@@ -25,8 +25,10 @@ class Services:
                 "ORDERS_DEV_MODE": "1", "ARGON2_TIME_COST": "1", "ARGON2_MEMORY_KIB": "1024", **extra}
 
     def settings(self, **overrides) -> Settings:
+        # Every test client comes from 127.0.0.1: limits high unless a test is about them.
         values = dict(database_url=self.database_url, rabbitmq_url=self.rabbitmq_url, dev_mode=True,
-                      argon2_time_cost=1, argon2_memory_kib=1024)
+                      argon2_time_cost=1, argon2_memory_kib=1024, login_rate_limit=100_000,
+                      register_rate_limit=100_000)
         return Settings(**{**values, **overrides})
 
 

@@ -153,3 +153,28 @@ async def test_a_poison_message_is_dead_lettered_and_other_streams_keep_flowing(
 
 async def _async(value):
     return value
+
+
+async def test_a_dead_letter_comes_back_with_redrive_after_the_fix(services, pool, counters):
+    from projections.status import redrive
+
+    class Flaky(CounterProjector):
+        broken = True
+
+        async def apply(self, conn, recorded, event):
+            if self.broken:
+                raise RuntimeError("bug in the projector")
+            await super().apply(conn, recorded, event)
+
+    projector = Flaky()
+    async with pipeline(services, projector, max_attempts=2) as consumer:
+        stream, _ = await stream_of(pool, 1)
+        await eventually(lambda: _async(consumer.counts["dead_lettered"] == 1), what="a dead letter")
+        assert await row(pool, stream) is None
+        projector.broken = False  # the fix is deployed
+        assert await redrive(services.rabbitmq_url, "testcount") == 1
+        await eventually(lambda: _row_is(pool, stream, (1, 10, [1])), what="the redriven event applied")
+
+
+async def _row_is(pool, stream, expected):
+    return await row(pool, stream) == expected

@@ -71,6 +71,46 @@ def _scrape(args: argparse.Namespace) -> None:
     print("published a scrape request to exchange orders.commands, routing key scrape.requested")
 
 
+def _status(_: argparse.Namespace) -> None:
+    import psycopg
+
+    from projections.status import database_status, with_queues
+
+    async def collect():
+        async with await psycopg.AsyncConnection.connect(settings().database_url, autocommit=True) as conn:
+            return await with_queues(await database_status(conn), settings().rabbitmq_url)
+
+    rows = asyncio.run(collect())
+    print(f"{'projection':<12} {'checkpoint':>10} {'head':>10} {'behind':>8} {'lag s':>8} {'queued':>8} {'dlq':>6}")
+    for r in rows:
+        print(f"{r.name:<12} {r.checkpoint:>10} {r.head:>10} {r.events_behind:>8} {r.lag_seconds:>8.2f}"
+              f" {'' if r.queued is None else r.queued:>8} {'' if r.dead_lettered is None else r.dead_lettered:>6}")
+
+
+def _rebuild(args: argparse.Namespace) -> None:
+    from projections.rebuild import rebuild
+
+    try:
+        result = asyncio.run(rebuild(settings().database_url, args.names or None, verify=args.verify,
+                                     dry_run=args.dry_run))
+    except ValueError as exc:
+        sys.exit(str(exc))
+    rate = result["events"] / max(result["seconds"], 1e-9)
+    print(f"replayed {result['events']:,} events in {result['seconds']:.1f}s ({rate:,.0f} events/s)"
+          + (" (dry run: nothing swapped)" if args.dry_run else "; swapped in"))
+    for table, rows in result["differences"].items():
+        print(f"  {table}: {'equal to the live table' if rows == 0 else f'{rows} rows differ from the live table'}")
+    if any(result["differences"].values()):
+        sys.exit(1)
+
+
+def _redrive(args: argparse.Namespace) -> None:
+    from projections.status import redrive
+
+    moved = asyncio.run(redrive(settings().rabbitmq_url, args.name))
+    print(f"moved {moved} message(s) from projections.{args.name}.dlq back to projections.{args.name}")
+
+
 def _create_admin(args: argparse.Namespace) -> None:
     import getpass
 
@@ -143,6 +183,18 @@ def parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="one worker: users, catalog, orders (projections), scraper, fulfilment")
     worker.add_argument("name")
     worker.set_defaults(func=_worker)
+    projections = sub.add_parser("projections", help="read tables: status, rebuild, dead letters")
+    psub = projections.add_subparsers(dest="projections_command", required=True)
+    psub.add_parser("status", help="checkpoint, head, events behind, lag and queues per projection").set_defaults(
+        func=_status)
+    rebuild = psub.add_parser("rebuild", help="replay the event store into fresh tables and swap them in live")
+    rebuild.add_argument("names", nargs="*", help="projections (default: all)")
+    rebuild.add_argument("--verify", action="store_true", help="compare the rebuilt tables with the live ones")
+    rebuild.add_argument("--dry-run", action="store_true", help="build and verify, swap nothing")
+    rebuild.set_defaults(func=_rebuild)
+    redrive = psub.add_parser("redrive", help="send a projection's dead letters back to its queue")
+    redrive.add_argument("name")
+    redrive.set_defaults(func=_redrive)
     scrape = sub.add_parser("scrape", help="publish a scrape request (the scraper worker runs it)")
     scrape.add_argument("--source", help="a source name from the sources file")
     scrape.add_argument("--url", help="a start URL: with --source, that source's rules on another address")

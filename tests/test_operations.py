@@ -1,0 +1,150 @@
+"""Operations: rebuild live, status, the event log."""
+
+import asyncio
+import random
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from projections.rebuild import rebuild
+from tests.support import account, bearer, eventually
+
+ADDRESS = {"name": "A", "line1": "B", "city": "C", "postal_code": "1", "country": "FR"}
+
+
+@pytest.fixture(scope="module")
+async def client(system):
+    return system
+
+
+async def workload(client, admin, seller, rounds: int = 6) -> None:
+    """Registrations, products, orders and transitions, in a random mix."""
+    rng = random.Random(42)
+    buyers = [await account(client, "buyer") for _ in range(3)]
+    made = []
+    for i in range(rounds):
+        r = await client.post("/products", headers=bearer(seller), json={
+            "name": f"Ops thing {i}", "price": f"{rng.randint(1, 99)}.{rng.randint(0, 99):02d}", "currency": "EUR",
+            "stock": rng.randint(3, 9)})
+        made.append(r.json()["id"])
+        if rng.random() < 0.5:
+            await client.patch(f"/products/{made[-1]}", headers=bearer(seller), json={"price": "5.00"})
+    for buyer in buyers:
+        for _ in range(rounds // 2):
+            r = await client.post("/orders", headers=bearer(buyer), json={
+                "items": [{"product_id": rng.choice(made), "quantity": 1}], "shipping_address": ADDRESS})
+            if r.status_code != 201:
+                continue
+            order = r.json()["id"]
+            step = rng.random()
+            if step < 0.3:
+                await client.post(f"/orders/{order}/cancel", headers=bearer(buyer))
+            elif step < 0.8:
+                await client.post(f"/orders/{order}/pay", headers=bearer(buyer))
+                if step < 0.6:
+                    await client.post(f"/orders/{order}/ship", headers=bearer(admin))
+    await client.post(f"/users/{buyers[0]['id']}/role", headers=bearer(admin), json={"role": "seller"})
+
+
+async def caught_up(client, admin) -> bool:
+    statuses = (await client.get("/admin/projections", headers=bearer(admin))).json()
+    return all(s["events_behind"] == 0 for s in statuses if s["name"] != "relay")
+
+
+async def test_a_rebuild_after_a_random_workload_equals_the_live_tables(client, admin, seller, services):
+    await workload(client, admin, seller)
+    await eventually(lambda: caught_up(client, admin), what="the projections to catch up")
+    dry = await rebuild(services.database_url, verify=True, dry_run=True, progress=None)
+    assert dry["events"] > 40
+    assert dry["differences"] == {t: 0 for t in ("users", "products", "orders", "order_lines")}
+    real = await rebuild(services.database_url, ["catalog"], verify=True, progress=None)
+    assert real["differences"] == {"products": 0}
+    r = await client.get("/products", params={"limit": 5})
+    assert r.status_code == 200 and r.json()["items"]
+
+
+async def test_a_rebuild_during_traffic_swaps_in_without_a_failed_request(client, admin, seller, services):
+    buyer = await account(client, "buyer")
+    product = (await client.post("/products", headers=bearer(seller), json={
+        "name": "Busy thing", "price": "3.00", "currency": "EUR", "stock": 100000})).json()
+    stop = asyncio.Event()
+    codes: list[int] = []
+
+    async def traffic():
+        while not stop.is_set():
+            r1 = await client.get("/products", params={"limit": 10})
+            r2 = await client.post("/orders", headers=bearer(buyer), json={
+                "items": [{"product_id": product["id"], "quantity": 1}], "shipping_address": ADDRESS})
+            r3 = await client.get("/orders", headers=bearer(buyer))
+            codes.extend([r1.status_code, r2.status_code, r3.status_code])
+
+    runners = [asyncio.create_task(traffic()) for _ in range(3)]
+    try:
+        await eventually(lambda: _value(len(codes) > 10), what="traffic")
+        result = await rebuild(services.database_url, progress=None)
+        before = len(codes)
+        await eventually(lambda: _value(len(codes) > before + 10), what="traffic after the swap")
+    finally:
+        stop.set()
+        await asyncio.gather(*runners)
+    assert result["events"] > 0
+    assert set(codes) <= {200, 201}, sorted(set(codes))
+    await eventually(lambda: caught_up(client, admin), what="the projections to catch up")
+    check = await rebuild(services.database_url, verify=True, dry_run=True, progress=None)
+    assert check["differences"] == {t: 0 for t in ("users", "products", "orders", "order_lines")}
+
+
+async def test_an_unknown_event_type_fails_a_rebuild_loudly(services, pool):
+    stream = f"product-{uuid.uuid4()}"
+    async with pool.connection() as conn:
+        await conn.execute("INSERT INTO events (event_id, stream_id, version, type, data, correlation_id)"
+                           " VALUES (%s, %s, 1, 'product.teleported', '{}', %s)", (uuid.uuid4(), stream, uuid.uuid4()))
+    try:
+        with pytest.raises(LookupError, match="product.teleported"):
+            await rebuild(services.database_url, ["catalog"], progress=None)
+    finally:
+        async with pool.connection() as conn:
+            await conn.execute("DELETE FROM events WHERE stream_id = %s", (stream,))
+            await conn.execute("DROP SCHEMA IF EXISTS rebuild CASCADE")
+
+
+async def test_status_shows_each_projection_from_the_cli_and_the_api(client, admin, services):
+    r = await client.get("/admin/projections", headers=bearer(admin))
+    assert r.status_code == 200
+    names = {s["name"]: s for s in r.json()}
+    assert set(names) == {"relay", "users", "orders", "catalog"}
+    assert names["users"]["queued"] is not None and names["users"]["dead_lettered"] == 0
+    result = subprocess.run([sys.executable, "-m", "workers.cli", "projections", "status"], env=services.env(),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert all(name in result.stdout for name in ("relay", "users", "orders", "catalog"))
+    buyer = await account(client, "buyer")
+    assert (await client.get("/admin/projections", headers=bearer(buyer))).status_code == 403
+
+
+async def test_the_event_log_filters_by_stream_type_correlation_and_position(client, admin, seller):
+    correlation = str(uuid.uuid4())
+    r = await client.post("/products", headers={**bearer(seller), "X-Correlation-ID": correlation},
+                          json={"name": "Logged", "price": "1.00", "currency": "EUR", "stock": 1})
+    product = r.json()["id"]
+    page = (await client.get("/admin/events", params={"correlation_id": correlation}, headers=bearer(admin))).json()
+    assert [e["type"] for e in page["items"]] == ["product.created"]
+    event = page["items"][0]
+    assert event["stream_id"] == f"product-{product}" and event["data"]["name"] == "Logged"
+    assert event["actor"] == f"user:{seller['id']}"
+    by_stream = (await client.get("/admin/events", params={"stream_id": f"product-{product}"},
+                                  headers=bearer(admin))).json()["items"]
+    assert [e["version"] for e in by_stream] == [1]
+    typed = (await client.get("/admin/events", params={"type": "product.created", "limit": 2},
+                              headers=bearer(admin))).json()
+    assert all(e["type"] == "product.created" for e in typed["items"]) and typed["next_cursor"]
+    later = (await client.get("/admin/events", params={"type": "product.created", "after": typed["next_cursor"]},
+                              headers=bearer(admin))).json()["items"]
+    assert later and later[0]["position"] > typed["items"][-1]["position"]
+    assert (await client.get("/admin/events", headers=bearer(seller))).status_code == 403
+
+
+async def _value(v):
+    return v
