@@ -14,6 +14,7 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, SecurityScheme
 
 from api import admin, auth, cart, health, orders, products, users
+from api.metrics import HttpMetrics, measure_requests, metrics
 from api.consistency import Projected
 from api.wakeup import RelayWaker, wake_relay_after_commands
 from projections.catalog import CatalogProjector
@@ -46,12 +47,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await pool.close()
 
     return Litestar(
-        route_handlers=[health.health, health.ready, *auth.ROUTES, *users.ROUTES, *products.ROUTES, *orders.ROUTES, *cart.ROUTES, *admin.ROUTES],
+        route_handlers=[health.health, health.ready, *auth.ROUTES, *users.ROUTES, *products.ROUTES, *orders.ROUTES, *cart.ROUTES, *admin.ROUTES, metrics],
         lifespan=[lifespan],
         state=State({"settings": settings, "tokens": tokens, "passwords": Passwords(settings),
-                     "projected": Projected(settings.database_url, on_wait=waker.poke), "catalog_projector": CatalogProjector(), "orders_projector": OrdersProjector(), "waker": waker}),
-        middleware=[wake_relay_after_commands, DefineMiddleware(auth.BearerAuth, exclude_from_auth_key="public",
-                                     exclude=["^/schema", "^/health", "^/ready"], exclude_http_methods=["OPTIONS"])],
+                     "projected": Projected(settings.database_url, on_wait=waker.poke), "catalog_projector": CatalogProjector(), "orders_projector": OrdersProjector(), "waker": waker,
+                     "http_metrics": HttpMetrics()}),
+        middleware=[measure_requests, wake_relay_after_commands, DefineMiddleware(auth.BearerAuth, exclude_from_auth_key="public",
+                                     exclude=["^/schema", "^/health", "^/ready", "^/metrics"], exclude_http_methods=["OPTIONS"])],
         exception_handlers=HANDLERS,
         request_max_body_size=settings.max_body_bytes,
         cors_config=CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None,

@@ -148,3 +148,19 @@ async def test_the_event_log_filters_by_stream_type_correlation_and_position(cli
 
 async def _value(v):
     return v
+
+
+async def test_metrics_are_served_in_the_prometheus_format(client):
+    await client.get("/products", params={"limit": 1})
+    r = await client.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    text = r.text
+    assert 'orders_http_requests_total{method="GET",route="/products",status="200"}' in text
+    assert 'orders_http_request_seconds_bucket{method="GET",route="/products",le="+Inf"}' in text
+    for name in ("orders_events_appended", "orders_events_published", "orders_relay_lag_seconds",
+                 'orders_projection_behind_events{projection="orders"}',
+                 'orders_projection_dead_lettered_messages{projection="catalog"}',
+                 'orders_projection_lag_seconds{projection="users"}', "orders_oldest_transaction_seconds"):
+        assert name in text, name
+    samples = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert all(len(line.rsplit(" ", 1)) == 2 and float(line.rsplit(" ", 1)[1]) >= 0 for line in samples)
