@@ -112,30 +112,50 @@ async def read_stream(
     return [_recorded(r) for r in await cur.fetchall()]
 
 
+async def visible_bound(conn: AsyncConnection) -> int:
+    """A transaction id below which every transaction of this database has ended.
+
+    That is the snapshot's xmin, except that transactions of other databases on the same server are
+    ignored (they never write our events table, and a long one there must not stall our readers).
+    The activity is read after the snapshot, in a statement of its own, so a transaction of ours that
+    is in the snapshot either shows in the activity or has ended, and its events are visible to the
+    read that follows. Run it outside a transaction (autocommit).
+    """
+    cur = await conn.execute("SELECT pg_current_snapshot()::text")
+    xmin, xmax, xip = (await cur.fetchone())[0].split(":")
+    if not xip:
+        return int(xmax)
+    await conn.execute("SELECT pg_stat_clear_snapshot()")  # no cached activity from earlier in a transaction
+    cur = await conn.execute(
+        "SELECT backend_xid::text::bigint FROM pg_stat_activity"
+        "  WHERE datname = current_database() AND backend_xid IS NOT NULL"
+        " UNION ALL SELECT transaction::text::bigint FROM pg_prepared_xacts WHERE database = current_database()")
+    ours = {r[0] for r in await cur.fetchall()}
+    running = [int(x) for x in xip.split(",") if int(x) % 2**32 in ours]
+    return min(running) if running else int(xmax)
+
+
 async def read_all(conn: AsyncConnection, after: tuple[int, int] = (0, 0), limit: int = 1000) -> list[Recorded]:
     """Events after the checkpoint `(tx_id, position)`, in commit order, never skipping one.
 
-    Only transactions below the current snapshot's xmin are read: each of those has committed or
-    aborted, so nothing can later appear before the returned rows. A transaction that is still open
-    holds the reader back (it does not skip past it); it shows as lag, not as loss.
+    Only transactions below `visible_bound` are read: each of those has committed or aborted, so
+    nothing can later appear before the returned rows. A transaction that is still open holds the
+    reader back (it does not skip past it); it shows as lag, not as loss.
     """
+    bound = await visible_bound(conn)
     cur = await conn.execute(
-        f"SELECT {_COLUMNS} FROM events"
-        " WHERE (tx_id, position) > (%s, %s)"
-        "   AND tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+        f"SELECT {_COLUMNS} FROM events WHERE (tx_id, position) > (%s, %s) AND tx_id < %s"
         " ORDER BY tx_id, position LIMIT %s",
-        (after[0], after[1], limit),
+        (after[0], after[1], bound, limit),
     )
     return [_recorded(r) for r in await cur.fetchall()]
 
 
 async def head(conn: AsyncConnection) -> tuple[int, int]:
     """The checkpoint of the newest event a reader may see now."""
+    bound = await visible_bound(conn)
     cur = await conn.execute(
-        "SELECT tx_id, position FROM events"
-        " WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
-        " ORDER BY tx_id DESC, position DESC LIMIT 1"
-    )
+        "SELECT tx_id, position FROM events WHERE tx_id < %s ORDER BY tx_id DESC, position DESC LIMIT 1", (bound,))
     row = await cur.fetchone()
     return (row[0], row[1]) if row else (0, 0)
 

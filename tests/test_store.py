@@ -153,3 +153,20 @@ async def test_an_open_transaction_holds_readers_back_instead_of_being_skipped(p
             assert [e for e in await store.read_all(reader, start) if e.stream_id == stream_fast] == []
         read = [e for e in await store.read_all(reader, start) if e.stream_id in (stream_slow, stream_fast)]
     assert [e.stream_id for e in read] == [stream_slow, stream_fast]
+
+
+async def test_a_long_transaction_in_another_database_does_not_hold_readers_back(pool):
+    import psycopg
+
+    from tests.support import ADMIN_DATABASE_URL
+
+    stream = new_stream()
+    async with await psycopg.AsyncConnection.connect(ADMIN_DATABASE_URL) as elsewhere:
+        await elsewhere.execute("CREATE TEMP TABLE t (x int)")
+        await elsewhere.execute("INSERT INTO t VALUES (1)")  # holds a transaction id, left open
+        async with pool.connection() as conn:
+            start = await store.head(conn)
+            await store.append(conn, stream, 0, [Happened(n=1)])
+            read = [e for e in await store.read_all(conn, start) if e.stream_id == stream]
+        await elsewhere.rollback()
+    assert len(read) == 1
