@@ -14,7 +14,7 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, SecurityScheme
 
 from api import admin, auth, cart, health, orders, products, users
-from api.metrics import HttpMetrics, measure_requests, metrics
+from api.metrics import HttpMetrics, correlate, measure_requests, metrics
 from api.consistency import Projected
 from api.wakeup import RelayWaker, wake_relay_after_commands
 from projections.catalog import CatalogProjector
@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         state=State({"settings": settings, "tokens": tokens, "passwords": Passwords(settings),
                      "projected": Projected(settings.database_url, on_wait=waker.poke), "catalog_projector": CatalogProjector(), "orders_projector": OrdersProjector(), "waker": waker,
                      "http_metrics": HttpMetrics()}),
-        middleware=[measure_requests, wake_relay_after_commands, DefineMiddleware(auth.BearerAuth, exclude_from_auth_key="public",
+        middleware=[correlate, measure_requests, wake_relay_after_commands, DefineMiddleware(auth.BearerAuth, exclude_from_auth_key="public",
                                      exclude=["^/schema", "^/health", "^/ready", "^/metrics"], exclude_http_methods=["OPTIONS"])],
         exception_handlers=HANDLERS,
         request_max_body_size=settings.max_body_bytes,

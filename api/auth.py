@@ -56,11 +56,7 @@ def requires(*roles: str):
 
 def event_meta(request: Request, actor: str | None = None) -> EventMeta:
     """Correlation id from the request (X-Correlation-ID) or a new one; the actor who caused it."""
-    raw = request.headers.get("x-correlation-id")
-    try:
-        correlation = uuid.UUID(raw) if raw else uuid.uuid4()
-    except ValueError:
-        correlation = uuid.uuid4()
+    correlation = request.scope.get("correlation_id") or uuid.uuid4()
     if actor is None and isinstance(request.scope.get("user"), Caller):
         actor = f"user:{request.scope['user'].id}"
     return EventMeta(correlation_id=correlation, actor=actor)

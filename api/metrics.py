@@ -107,3 +107,35 @@ async def metrics(state: State) -> Response[str]:
                     "Age of the oldest open writing transaction: readers of the event store wait for it.",
                     [("", round(float(oldest_tx), 3))])
     return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+
+
+def correlate(app):
+    """ASGI middleware: the request's X-Correlation-ID (or a new one) goes on its events, its log lines
+    and its response."""
+    import uuid
+
+    from workers.runtime import correlation_id
+
+    async def middleware(scope, receive, send):
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        raw = dict(scope["headers"]).get(b"x-correlation-id", b"").decode("latin-1")
+        try:
+            cid = uuid.UUID(raw)
+        except ValueError:
+            cid = uuid.uuid4()
+        scope["correlation_id"] = cid
+        token = correlation_id.set(str(cid))
+
+        async def tag(message):
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", []).append((b"x-correlation-id", str(cid).encode()))
+            await send(message)
+
+        try:
+            await app(scope, receive, tag)
+        finally:
+            correlation_id.reset(token)
+
+    return middleware

@@ -37,6 +37,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     relay_poll_seconds: float = 1.0
     projection_max_attempts: int = 5
     log_level: str = "INFO"
+    log_format: str = "json"  # or "text"
 
 
 _ENV = {
@@ -65,6 +66,7 @@ _ENV = {
     "RELAY_POLL_SECONDS": "relay_poll_seconds",
     "PROJECTION_MAX_ATTEMPTS": "projection_max_attempts",
     "LOG_LEVEL": "log_level",
+    "LOG_FORMAT": "log_format",
 }
 
 

@@ -164,3 +164,21 @@ async def test_metrics_are_served_in_the_prometheus_format(client):
         assert name in text, name
     samples = [line for line in text.splitlines() if line and not line.startswith("#")]
     assert all(len(line.rsplit(" ", 1)) == 2 and float(line.rsplit(" ", 1)[1]) >= 0 for line in samples)
+
+
+async def test_a_requests_correlation_id_reaches_its_events_logs_and_the_projection_worker(client, admin, seller,
+                                                                                          caplog):
+    import logging
+
+    from workers.runtime import JsonFormatter
+
+    caplog.set_level(logging.DEBUG)
+    cid = str(uuid.uuid4())
+    r = await client.post("/products", headers={**bearer(seller), "X-Correlation-ID": cid},
+                          json={"name": "Traced", "price": "1.00", "currency": "EUR", "stock": 1})
+    assert r.headers["x-correlation-id"] == cid
+    events = (await client.get("/admin/events", params={"correlation_id": cid}, headers=bearer(admin))).json()
+    assert [e["type"] for e in events["items"]] == ["product.created"]
+    # the catalog worker applied it (the 201 waited for that) with the id in its context
+    worker_lines = [JsonFormatter().format(rec) for rec in caplog.records if rec.name == "workers.consumer"]
+    assert any(f'"correlation_id": "{cid}"' in line and "product.created" in line for line in worker_lines)

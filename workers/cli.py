@@ -21,7 +21,8 @@ def _api(args: argparse.Namespace) -> None:
     import uvicorn
 
     uvicorn.run("api.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
-                timeout_graceful_shutdown=5, log_level=settings().log_level.lower(), access_log=False)
+                timeout_graceful_shutdown=5, log_level=settings().log_level.lower(), access_log=False,
+                log_config=None)  # keep our JSON logging
 
 
 def _relay(_: argparse.Namespace) -> None:
@@ -111,6 +112,12 @@ def _redrive(args: argparse.Namespace) -> None:
     print(f"moved {moved} message(s) from projections.{args.name}.dlq back to projections.{args.name}")
 
 
+def _asyncapi(_: argparse.Namespace) -> None:
+    from workers.asyncapi import render
+
+    sys.stdout.write(render())
+
+
 def _create_admin(args: argparse.Namespace) -> None:
     import getpass
 
@@ -195,6 +202,8 @@ def parser() -> argparse.ArgumentParser:
     redrive = psub.add_parser("redrive", help="send a projection's dead letters back to its queue")
     redrive.add_argument("name")
     redrive.set_defaults(func=_redrive)
+    sub.add_parser("asyncapi", help="print the AsyncAPI document of every exchange, queue and message").set_defaults(
+        func=_asyncapi)
     scrape = sub.add_parser("scrape", help="publish a scrape request (the scraper worker runs it)")
     scrape.add_argument("--source", help="a source name from the sources file")
     scrape.add_argument("--url", help="a start URL: with --source, that source's rules on another address")
@@ -214,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     from workers.runtime import setup_logging
 
     args = parser().parse_args(argv)
-    setup_logging(settings().log_level)
+    setup_logging(settings().log_level, settings().log_format)
     args.func(args)
 
 

@@ -22,6 +22,7 @@ from events.base import Recorded
 from events.db import make_pool
 from projections import Outcome, Projector, project
 from workers import topology
+from workers.runtime import correlation_id
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ class ProjectionConsumer:
             await self.stop()
 
     async def handle(self, msg: RabbitMessage) -> None:
+        correlation_id.set(msg.correlation_id)
         attempts = int((msg.headers or {}).get("x-attempts", 0)) + 1
         try:
             recorded = msgspec.json.decode(msg.body, type=Recorded)
@@ -80,6 +82,8 @@ class ProjectionConsumer:
             await self._retry_or_dead_letter(msg, attempts, exc)
         else:
             self.counts[outcome.value] += 1
+            log.debug("projection %s: %s %s v%d %s", self.projector.name, recorded.type, recorded.stream_id,
+                      recorded.version, outcome.value)
         await msg.ack()
 
     async def _apply(self, recorded: Recorded) -> Outcome:
