@@ -34,7 +34,7 @@ class Outcome(Enum):
     UNKNOWN = "unknown"
 
 
-async def _apply_one(conn: AsyncConnection, projector: Projector, recorded: Recorded, strict: bool) -> Outcome:
+async def apply_one(conn: AsyncConnection, projector: Projector, recorded: Recorded, strict: bool) -> Outcome:
     try:
         event = recorded.event()
     except UnknownEventType:
@@ -65,8 +65,8 @@ async def project(conn: AsyncConnection, projector: Projector, recorded: Recorde
             if recorded.version > current + 1:
                 missing = await store.read_stream(conn, recorded.stream_id, current + 1, recorded.version - 1)
                 for earlier in missing:
-                    await _apply_one(conn, projector, earlier, strict)
-            outcome = await _apply_one(conn, projector, recorded, strict)
+                    await apply_one(conn, projector, earlier, strict)
+            outcome = await apply_one(conn, projector, recorded, strict)
             # Delivered at commit: API requests waiting to read their own write (api/consistency.py).
             await conn.execute("SELECT pg_notify('projected', %s)",
                                (f"{projector.name} {recorded.stream_id} {recorded.version}",))

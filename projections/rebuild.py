@@ -16,7 +16,7 @@ from psycopg import AsyncConnection
 
 from events import store
 from projections import registry
-from projections.base import Projector, _apply_one
+from projections.base import Projector, apply_one
 from workers import topology
 
 SCHEMA = "rebuild"
@@ -45,7 +45,7 @@ async def _replay(conn: AsyncConnection, projectors: list[Projector], after: tup
             for recorded in batch:
                 for projector in projectors:
                     if _matches(projector, recorded.type):
-                        await _apply_one(conn, projector, recorded, strict=True)  # unknown types fail loudly
+                        await apply_one(conn, projector, recorded, strict=True)  # unknown types fail loudly
         after = batch[-1].checkpoint
         applied += len(batch)
         on_batch(applied)
