@@ -230,7 +230,12 @@ def parse_detail(html: str, url: str, selectors: DetailSelectors | None = None,
     soup = _soup(html)
     base = _base_url(soup, url)
     sources = [_from_selectors(soup, selectors)] if selectors else []
-    sources += [_from_json_ld(soup), _from_microdata(soup), _from_opengraph(soup), _from_visible(soup)]
+    # Cheapest first; the costly visible-page pass runs only if something is still missing
+    # (bench_scrape: it was ~35% of the parse time of pages whose selectors had found everything).
+    for extract in (_from_json_ld, _from_microdata, _from_opengraph, _from_visible):
+        if all(_merge(sources).get(f) is not None for f in ("name", "price", "currency", "in_stock")):
+            break
+        sources.append(extract(soup))
     fields = _merge(sources)
     if not fields.get("name"):
         return None

@@ -162,7 +162,8 @@ class Crawl:
         if (html := await self.fetch(url)) is None:
             return
         try:
-            item = parse_detail(html, url, self.source.detail, self.source.currency)
+            # Parsing is CPU work: a thread keeps the event loop (fetches, the broker's heartbeats) moving.
+            item = await asyncio.to_thread(parse_detail, html, url, self.source.detail, self.source.currency)
         except Exception:
             log.exception("scrape %s: cannot parse %s", self.run_id, url)
             item = None
@@ -182,7 +183,7 @@ class Crawl:
                 await self.keep(parse_detail(html, url, self.source.detail, self.source.currency))
                 queue += [u for u in same_host_links(html, url, self.source.allowed_host) if u not in self.seen]
                 continue
-            page = parse_listing(html, url, listing, self.source.currency)
+            page = await asyncio.to_thread(parse_listing, html, url, listing, self.source.currency)
             for item in page.items:
                 await self.keep(item)
             links = [u for u in page.product_links if u not in self.seen]
