@@ -27,6 +27,11 @@ class Projector(Protocol):
 
     async def apply(self, conn: AsyncConnection, recorded: Recorded, event: Event) -> None: ...
 
+    # For the rebuild's bulk path: fold one more event into a stream's state, and COPY all states.
+    def fold(self, state, recorded: Recorded, event: Event): ...
+
+    async def write_all(self, conn: AsyncConnection, states: dict) -> None: ...
+
 
 class Outcome(Enum):
     APPLIED = "applied"

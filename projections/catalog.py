@@ -61,3 +61,12 @@ class CatalogProjector:
         new = evolve(current, event, recorded.version, recorded.recorded_at)
         if new is not None:
             await save(conn, "products", new)
+
+    # The rebuild's bulk path: fold every stream in memory with the same `evolve`, then COPY.
+    def fold(self, state: Product | None, recorded: Recorded, event: Event) -> Product | None:
+        return evolve(state, event, recorded.version, recorded.recorded_at) or state
+
+    async def write_all(self, conn: AsyncConnection, states: dict) -> None:
+        async with conn.cursor().copy(f"COPY products ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+            for product in states.values():
+                await copy.write_row([getattr(product, c) for c in COLUMNS])

@@ -46,18 +46,40 @@ class OrdersProjector:
         order = evolve(current, event, recorded.version, recorded.recorded_at)
         if order is None:
             return
-        values = {c: getattr(order, c) for c in _COLUMNS}
-        values["shipping_address"] = Jsonb(msgspec.to_builtins(order.shipping_address))
-        cols = [*_COLUMNS, "seller_ids"]
         await conn.execute(
-            f"INSERT INTO orders ({', '.join(cols)}) VALUES ({', '.join(['%s'] * len(cols))})"
-            f" ON CONFLICT (id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in cols if c != 'id')}",
-            [*values.values(), [s for s in order.seller_ids if s is not None]],
+            f"INSERT INTO orders ({', '.join(_ROW)}) VALUES ({', '.join(['%s'] * len(_ROW))})"
+            f" ON CONFLICT (id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in _ROW if c != 'id')}",
+            _order_row(order),
         )
         if isinstance(event, OrderPlaced):
             async with conn.cursor() as cur:
-                await cur.executemany(
-                    "INSERT INTO order_lines (order_id, line_no, product_id, seller_id, name, quantity, unit_price,"
-                    " line_total) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                    [(order.id, i, ln.product_id, ln.seller_id, ln.name, ln.quantity, ln.unit_price, ln.line_total)
-                     for i, ln in enumerate(order.lines, start=1)])
+                await cur.executemany(f"INSERT INTO order_lines ({', '.join(_LINE_ROW)})"
+                                      f" VALUES ({', '.join(['%s'] * len(_LINE_ROW))})", _line_rows(order))
+
+    # The rebuild's bulk path: fold every stream in memory with the same `evolve`, then COPY.
+    def fold(self, state: Order | None, recorded: Recorded, event: Event) -> Order | None:
+        return evolve(state, event, recorded.version, recorded.recorded_at) or state
+
+    async def write_all(self, conn: AsyncConnection, states: dict) -> None:
+        async with conn.cursor().copy(f"COPY orders ({', '.join(_ROW)}) FROM STDIN") as copy:
+            for order in states.values():
+                await copy.write_row(_order_row(order))
+        async with conn.cursor().copy(f"COPY order_lines ({', '.join(_LINE_ROW)}) FROM STDIN") as copy:
+            for order in states.values():
+                for row in _line_rows(order):
+                    await copy.write_row(row)
+
+
+_ROW = (*_COLUMNS, "seller_ids")
+_LINE_ROW = ("order_id", "line_no", "product_id", "seller_id", "name", "quantity", "unit_price", "line_total")
+
+
+def _order_row(order: Order) -> list:
+    values = {c: getattr(order, c) for c in _COLUMNS}
+    values["shipping_address"] = Jsonb(msgspec.to_builtins(order.shipping_address))
+    return [*values.values(), [s for s in order.seller_ids if s is not None]]
+
+
+def _line_rows(order: Order) -> list[tuple]:
+    return [(order.id, i, ln.product_id, ln.seller_id, ln.name, ln.quantity, ln.unit_price, ln.line_total)
+            for i, ln in enumerate(order.lines, start=1)]

@@ -34,5 +34,20 @@ class UsersProjector:
             f"INSERT INTO users ({', '.join(_FIELDS)}, updated_at) VALUES ({', '.join(['%s'] * len(_FIELDS))}, %s)"
             f" ON CONFLICT (id) DO UPDATE SET {', '.join(f'{f} = excluded.{f}' for f in _FIELDS if f != 'id')},"
             " updated_at = excluded.updated_at",
-            [*(getattr(user, f) for f in _FIELDS), recorded.recorded_at],
+            _row((user, recorded.recorded_at)),
         )
+
+    # The rebuild's bulk path: fold every stream in memory with the same `evolve`, then COPY.
+    def fold(self, state, recorded: Recorded, event: Event):
+        user = evolve(state[0] if state else None, event, recorded.version)
+        return (user, recorded.recorded_at) if user else state
+
+    async def write_all(self, conn: AsyncConnection, states: dict) -> None:
+        async with conn.cursor().copy(f"COPY users ({', '.join(_FIELDS)}, updated_at) FROM STDIN") as copy:
+            for state in states.values():
+                await copy.write_row(_row(state))
+
+
+def _row(state: tuple[User, object]) -> list:
+    user, updated_at = state
+    return [*(getattr(user, f) for f in _FIELDS), updated_at]
