@@ -393,3 +393,27 @@ def test_visible_stock_line_is_the_one_nearest_the_title():
     <div class="product"><h1>Moka Pot 3-cup</h1><span class="stock">Only 2 left in stock</span></div>"""
     item = parse_detail(html, "https://s.example/moka")
     assert (item.in_stock, item.stock) == (True, 2)
+
+
+# ------------------------------------------------------------------------------ the shipped sources' rules
+
+def test_the_shipped_books_toscrape_source_reads_its_pages():
+    from workers.sources import load
+
+    source = load()["books-toscrape"]
+    item = parse_detail(page("books_detail"), BOOK_URL, source.detail, source.currency)
+    assert (item.name, item.price, item.currency, item.stock, item.sku) == (
+        "A Light in the Attic", Decimal("51.77"), "GBP", 22, "a897fe39b1053632")
+    assert item.description.startswith("It's hard to imagine a world without A Light in the Attic")
+    listing = parse_listing(page("books_listing"), "https://books.toscrape.com/catalogue/page-1.html",
+                            source.listing, source.currency)
+    assert len(listing.product_links) == 3 and listing.next_page.endswith("/catalogue/page-2.html")
+
+
+def test_the_shipped_gantoum_source_reads_its_listing():
+    from workers.sources import load
+
+    source = load()["gantoum"]
+    items = parse_listing(page("gantoum_listing"), GANTOUM_URL, source.listing, source.currency).items
+    assert [(i.price, i.currency) for i in items[:2]] == [(Decimal("4850000"), "IRR"), (Decimal("1985000"), "IRR")]
+    assert parse_listing(page("gantoum_empty"), GANTOUM_URL, source.listing, source.currency).items == []

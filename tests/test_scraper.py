@@ -189,3 +189,16 @@ def test_orders_scrape_needs_a_source_or_a_url(services):
     assert result.returncode != 0 and "--source" in result.stderr
 
 
+
+
+async def test_a_sources_schedule_publishes_requests_that_the_worker_runs(services, pool, scraper):
+    before = len(await finished_runs(pool))
+    stop = asyncio.Event()
+    schedule = asyncio.create_task(scraper._schedule("testshop", 0.01, stop))  # every 0.6 s
+    try:
+        async def ran():
+            return len(await finished_runs(pool)) > before
+        await eventually(ran, timeout=60, what="a scheduled scrape")
+    finally:
+        stop.set()
+        await schedule
