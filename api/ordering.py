@@ -30,6 +30,9 @@ async def load(conn: AsyncConnection, order_id: uuid.UUID) -> Order | None:
     return state
 
 
+MAX_TOTAL = Decimal("999999999999.99")  # what the read tables' numeric(14,2) holds
+
+
 def merge(items: list[tuple[uuid.UUID, int]]) -> dict[uuid.UUID, int]:
     merged: dict[uuid.UUID, int] = {}
     for product_id, quantity in items:
@@ -84,6 +87,8 @@ async def place(pool: AsyncConnectionPool, buyer_id: uuid.UUID, items: list[tupl
                               quantity=quantity, unit_price=product.price, line_total=product.price * quantity))
         if len(currencies) > 1:
             raise Invalid("items", f"an order cannot mix currencies ({', '.join(sorted(currencies))})")
+        if sum(ln.line_total for ln in lines) > MAX_TOTAL:
+            raise Invalid("items", f"an order's total may be at most {MAX_TOTAL}")
         placed = orders.OrderPlaced(order_id=order_id, buyer_id=buyer_id, lines=lines,
                                     total=sum((ln.line_total for ln in lines), Decimal("0.00")),
                                     currency=currencies.pop(), shipping_address=address, placed_at=now)

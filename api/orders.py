@@ -173,7 +173,10 @@ async def list_orders(
             where.append(clause)
             params.append(value)
     if cursor:
-        created_at, order_id = decode_cursor(state.settings.jwt_secret, cursor)
+        key = decode_cursor(state.settings.jwt_secret, cursor)
+        if len(key) != 2:
+            raise Invalid("cursor", "the cursor belongs to another listing")
+        created_at, order_id = key
         where.append("(created_at, id) < (%s::timestamptz, %s::uuid)")
         params += [created_at, order_id]
     sql = "SELECT id FROM orders" + (" WHERE " + " AND ".join(where) if where else "")

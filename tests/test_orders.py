@@ -312,3 +312,18 @@ async def test_the_fulfilment_worker_ships_and_delivers_paid_orders(client, sell
         rows = await cur.fetchall()
     assert [r[0] for r in rows] == ["order.placed", "order.paid", "order.shipped", "order.delivered"]
     assert rows[2][1] == rows[3][1] == "system:fulfilment" and rows[1][1] == f"user:{buyer['id']}"
+
+
+async def test_an_order_whose_total_the_books_cannot_hold_is_refused(client, seller, buyer):
+    p = await new_product(client, seller, price="9999999999.99", stock=1000)
+    r = await order(client, buyer, [{"product_id": p["id"], "quantity": 101}])
+    assert r.status_code == 422 and r.json()["field"] == "items"
+    assert await stock(client, p["id"]) == 1000
+
+
+async def test_a_cursor_of_another_listing_is_a_422(client, seller, buyer):
+    for _ in range(2):
+        await new_product(client, seller)
+    cursor = (await client.get("/products", params={"limit": 1})).json()["next_cursor"]
+    r = await client.get("/orders", params={"cursor": cursor}, headers=bearer(buyer))
+    assert r.status_code == 422 and r.json()["field"] == "cursor"

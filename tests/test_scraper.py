@@ -38,7 +38,7 @@ class Shop:
     async def listing(self, request):
         self.hits.append(request.path)
         n = int(request.match_info["n"])
-        links = {1: ["1", "2", "3", "flaky", "slow", "../private/secret"], 2: ["4", "5", "6"]}[n]
+        links = {1: ["1", "2", "3", "flaky", "slow", "../private/secret", "away", "absurd"], 2: ["4", "5", "6"]}[n]
         anchors = "".join(f'<a class="product" href="p/{x}.html">{x}</a>' for x in links)
         nxt = '<a class="next" href="page-2.html">next</a>' if n == 1 else ""
         return aiohttp.web.Response(text=f"<html><body>{anchors}{nxt}</body></html>", content_type="text/html")
@@ -46,6 +46,8 @@ class Shop:
     async def detail(self, request):
         self.hits.append(request.path)
         key = request.match_info["n"]
+        if key == "away":  # a redirect to another host (same server, other name): must not be followed
+            raise aiohttp.web.HTTPFound(f"http://localhost:{request.url.port}/shop/p/elsewhere.html")
         if key == "slow":
             await self.never.wait()
         if key == "flaky":
@@ -54,6 +56,8 @@ class Shop:
                 return aiohttp.web.Response(status=503, headers={"Retry-After": "0"})
         info = PRODUCTS.get(int(key)) if key.isdigit() else {"name": f"Item {key}", "sku": f"SHOP-{key}"}
         price = self.prices.get(int(key) if key.isdigit() else key, "1.00")
+        if key == "absurd":
+            price = "99999999999999.99"  # beyond what a price may be: an error, not the end of the run
         ld = {"@context": "https://schema.org", "@type": "Product", "name": info["name"], "sku": info["sku"],
               "offers": {"@type": "Offer", "price": price, "priceCurrency": "EUR",
                          "availability": "https://schema.org/InStock"}}
@@ -124,6 +128,7 @@ async def test_a_published_request_scrapes_the_site_into_the_catalog(services, p
     assert run["products_new"] == 7  # six products and the page that answered 503 first
     assert run["errors"] >= 1  # the page that never answers
     assert "/private/secret.html" not in shop.hits  # robots.txt
+    assert "/shop/p/elsewhere.html" not in shop.hits  # never leaves the host, not even through a redirect
     assert shop.flaky_calls == 2
 
     async def listed():

@@ -4,7 +4,7 @@ delay between them, timeouts, retries with backoff on 429 / 5xx honouring Retry-
 import asyncio
 import logging
 import time
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import aiohttp
 from protego import Protego
@@ -13,6 +13,7 @@ log = logging.getLogger(__name__)
 
 USER_AGENT = "orders-scraper/0.1 (+https://github.com/orders-backend; scraper for the orders catalog)"
 RETRY_STATUSES = {429, 500, 502, 503, 504}
+MAX_REDIRECTS = 5
 
 
 class FetchError(Exception):
@@ -59,6 +60,8 @@ class Fetcher:
         for attempt in range(self.retries + 1):
             try:
                 status, text, retry_after = await self._get(url, with_retry_after=True)
+            except Forbidden:
+                raise  # not a passing failure: never retried
             except FetchError:
                 if attempt == self.retries:
                     raise
@@ -75,6 +78,17 @@ class Fetcher:
         raise FetchError(url)  # not reached
 
     async def _get(self, url: str, with_retry_after: bool = False):
+        """One GET, following redirects ourselves so that no request ever leaves the allowed host."""
+        for _ in range(MAX_REDIRECTS + 1):
+            status, text, retry_after, location = await self._get_once(url)
+            if location is None:
+                return (status, text, retry_after) if with_retry_after else (status, text)
+            url = urljoin(url, location)
+            if not self.allowed(url):
+                raise Forbidden(f"a redirect leads outside {self.allowed_host}: {url}")
+        raise FetchError(f"more than {MAX_REDIRECTS} redirects from {url}")
+
+    async def _get_once(self, url: str):
         async with self.slots:
             async with self._pace:  # requests to the host start at least `delay` apart
                 wait = self._next_start - time.monotonic()
@@ -82,15 +96,14 @@ class Fetcher:
                     await asyncio.sleep(wait)
                 self._next_start = time.monotonic() + self.delay
             try:
-                async with self.session.get(url, timeout=self.timeout, allow_redirects=True,
+                async with self.session.get(url, timeout=self.timeout, allow_redirects=False,
                                             headers={"User-Agent": USER_AGENT}) as resp:
-                    if not self.allowed(str(resp.url)):
-                        raise Forbidden(f"{url} redirected outside {self.allowed_host}")
+                    if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
+                        return resp.status, "", None, resp.headers["Location"]
                     text = await resp.text(errors="replace")
-                    retry_after = _seconds(resp.headers.get("Retry-After"))
+                    return resp.status, text, _seconds(resp.headers.get("Retry-After")), None
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 raise FetchError(f"{url}: {exc!r}") from None
-        return (resp.status, text, retry_after) if with_retry_after else (resp.status, text)
 
 
 def _seconds(value: str | None) -> float | None:

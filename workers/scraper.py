@@ -20,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from events import products, scrapes, store
 from events.base import Meta
-from events.money import CURRENCIES
+from events.money import CURRENCIES, MAX_PRICE
 from projections import catalog
 from workers.fetch import Fetcher, FetchError, Forbidden
 from workers.scrape_parse import Item, parse_detail, parse_listing
@@ -28,6 +28,7 @@ from workers.sources import Source, for_url
 
 log = logging.getLogger(__name__)
 
+MAX_STOCK = 1_000_000_000
 PRODUCT_NAMESPACE = uuid.UUID("6f1c1d3e-93b5-4c4e-8f0c-6b0f3c2f9a11")
 
 
@@ -102,10 +103,11 @@ class Scraper:
     async def record(self, source: Source, item: Item, run_id: uuid.UUID, meta: Meta) -> str:
         """'new', 'changed', 'unchanged' or 'error' for one scraped item."""
         currency = (item.currency or source.currency).upper()
-        if item.price is None or item.price <= 0 or currency not in CURRENCIES:
+        if item.price is None or not 0 < item.price <= MAX_PRICE or currency not in CURRENCIES:
             log.warning("scrape %s: no usable price for %s", run_id, item.url)
             return "error"
         stock = 0 if item.in_stock is False else item.stock if item.stock is not None else source.default_stock
+        stock = min(stock, MAX_STOCK)  # a page's count is the site's word; the table holds an integer
         values = {"name": item.name[:200], "description": item.description[:5000],
                   "price": item.price.quantize(Decimal("0.01")), "currency": currency, "stock": stock,
                   "sku": item.sku, "image_url": item.image_url}
@@ -156,17 +158,25 @@ class Crawl:
         if item is None or self.products >= self.max_products:
             return
         self.products += 1
-        self.counts[await self.scraper.record(self.source, item, self.run_id, self.meta)] += 1
+        try:
+            outcome = await self.scraper.record(self.source, item, self.run_id, self.meta)
+        except Exception:  # one odd page must not end the run
+            log.exception("scrape %s: cannot record %s", self.run_id, item.url)
+            outcome = "error"
+        self.counts[outcome] += 1
+
+    async def parse_detail(self, html: str, url: str) -> Item | None:
+        try:
+            # Parsing is CPU work: a thread keeps the event loop (fetches, the broker's heartbeats) moving.
+            return await asyncio.to_thread(parse_detail, html, url, self.source.detail, self.source.currency)
+        except Exception:
+            log.exception("scrape %s: cannot parse %s", self.run_id, url)
+            return None
 
     async def detail(self, url: str) -> None:
         if (html := await self.fetch(url)) is None:
             return
-        try:
-            # Parsing is CPU work: a thread keeps the event loop (fetches, the broker's heartbeats) moving.
-            item = await asyncio.to_thread(parse_detail, html, url, self.source.detail, self.source.currency)
-        except Exception:
-            log.exception("scrape %s: cannot parse %s", self.run_id, url)
-            item = None
+        item = await self.parse_detail(html, url)
         if item is None:
             self.counts["errors"] += 1
         await self.keep(item)
@@ -180,7 +190,7 @@ class Crawl:
             if url in self.seen or (html := await self.fetch(url)) is None:
                 continue
             if automatic:  # no selectors: every page may be a product; follow the host's links
-                await self.keep(parse_detail(html, url, self.source.detail, self.source.currency))
+                await self.keep(await self.parse_detail(html, url))
                 queue += [u for u in same_host_links(html, url, self.source.allowed_host) if u not in self.seen]
                 continue
             page = await asyncio.to_thread(parse_listing, html, url, listing, self.source.currency)
