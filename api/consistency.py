@@ -1,10 +1,11 @@
 """Read-your-writes: after a command, wait (briefly) until the projection has applied it.
 
-The projection runner NOTIFYs `projected` with "<projection> <stream> <version>" in the transaction
-that applies an event; each API process keeps one LISTEN connection and wakes the requests waiting for
-that stream. A request registers its wait before it checks the read table, so a notification cannot
-slip between the check and the wait. Past the deadline the command's answer is still correct (it is
-built from the write side); only a list read right after it may not show it yet.
+The projection runner NOTIFYs `projected` with lines "<projection> <stream> <version>" in the
+transaction that applies a batch of events; each API process keeps one LISTEN connection and wakes
+the requests waiting for those streams. A request registers its wait before it checks the read
+table, so a notification cannot slip between the check and the wait. Past the deadline the
+command's answer is still correct (it is built from the write side); only a list read right after
+it may not show it yet.
 """
 
 import asyncio
@@ -46,13 +47,11 @@ class Projected:
                 await asyncio.sleep(1)
 
     def _wake(self, payload: str) -> None:
-        projection, stream, version = payload.split(" ")
-        waiters = self._waiters.get((projection, stream))
-        if not waiters:
-            return
-        for target, future in waiters:
-            if int(version) >= target and not future.done():
-                future.set_result(None)
+        for line in payload.splitlines():  # one line per stream of the batch a projection committed
+            projection, stream, version = line.split(" ")
+            for target, future in self._waiters.get((projection, stream), ()):
+                if int(version) >= target and not future.done():
+                    future.set_result(None)
 
     async def wait(self, pool, projection: str, stream: str, version: int, read_version, timeout: float) -> bool:
         """True once `read_version(conn)` (the read table's version) reaches `version`; False at the deadline."""

@@ -8,7 +8,7 @@ import uuid
 from psycopg import AsyncConnection
 
 from events.base import Event, Recorded
-from events.products import Product, evolve
+from events.products import Product, evolve, stream
 
 COLUMNS = tuple(Product.__struct_fields__)
 _KEY = {"products": "id", "product_state": "product_id"}
@@ -37,14 +37,19 @@ async def load(conn: AsyncConnection, table: str, product_id: uuid.UUID) -> Prod
 
 
 async def save(conn: AsyncConnection, table: str, product: Product) -> None:
+    await conn.execute(_upsert(table), [getattr(product, c) for c in COLUMNS])
+
+
+def _upsert(table: str) -> str:
     key = _KEY[table]
     cols = [key if c == "id" else c for c in COLUMNS]
     updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c != key)
-    await conn.execute(
-        f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join(['%s'] * len(cols))})"
-        f" ON CONFLICT ({key}) DO UPDATE SET {updates}",
-        [getattr(product, c) for c in COLUMNS],
-    )
+    return (f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join(['%s'] * len(cols))})"
+            f" ON CONFLICT ({key}) DO UPDATE SET {updates}")
+
+
+def _product_id(stream_id: str) -> uuid.UUID:
+    return uuid.UUID(stream_id.removeprefix("product-"))
 
 
 class CatalogProjector:
@@ -52,19 +57,24 @@ class CatalogProjector:
     tables = ("products",)
 
     async def version(self, conn: AsyncConnection, stream_id: str) -> int:
-        cur = await conn.execute("SELECT version FROM products WHERE id = %s", (stream_id.removeprefix("product-"),))
+        cur = await conn.execute("SELECT version FROM products WHERE id = %s", (_product_id(stream_id),))
         row = await cur.fetchone()
         return row[0] if row else 0
 
-    async def apply(self, conn: AsyncConnection, recorded: Recorded, event: Event) -> None:
-        current = await load(conn, "products", uuid.UUID(recorded.stream_id.removeprefix("product-")))
-        new = evolve(current, event, recorded.version, recorded.recorded_at)
-        if new is not None:
-            await save(conn, "products", new)
+    async def load(self, conn: AsyncConnection, stream_ids: list[str]) -> dict[str, Product]:
+        cur = await conn.execute(f"SELECT {', '.join(COLUMNS)} FROM products WHERE id = ANY(%s)",
+                                 ([_product_id(s) for s in stream_ids],))
+        return {stream(p.id): p for p in (Product(**dict(zip(COLUMNS, r, strict=True))) for r in await cur.fetchall())}
 
-    # The rebuild's bulk path: fold every stream in memory with the same `evolve`, then COPY.
     def fold(self, state: Product | None, recorded: Recorded, event: Event) -> Product | None:
-        return evolve(state, event, recorded.version, recorded.recorded_at) or state
+        return evolve(state, event, recorded.version, recorded.recorded_at)
+
+    def version_of(self, state: Product) -> int:
+        return state.version
+
+    async def save(self, conn: AsyncConnection, states: dict[str, Product], before: dict) -> None:
+        async with conn.cursor() as cur:
+            await cur.executemany(_upsert("products"), [[getattr(p, c) for c in COLUMNS] for p in states.values()])
 
     async def write_all(self, conn: AsyncConnection, states: dict) -> None:
         async with conn.cursor().copy(f"COPY products ({', '.join(COLUMNS)}) FROM STDIN") as copy:

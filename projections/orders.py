@@ -18,18 +18,28 @@ def _order_id(stream_id: str) -> uuid.UUID:
 
 
 async def load(conn: AsyncConnection, order_id: uuid.UUID) -> Order | None:
-    cur = await conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM orders WHERE id = %s", (order_id,))
-    row = await cur.fetchone()
-    if row is None:
-        return None
-    lines = await conn.execute(
-        "SELECT product_id, seller_id, name, quantity, unit_price, line_total FROM order_lines"
-        " WHERE order_id = %s ORDER BY line_no", (order_id,))
-    fields = dict(zip(_COLUMNS, row, strict=True))
-    fields["shipping_address"] = msgspec.convert(fields["shipping_address"], Address)
-    fields["lines"] = [Line(product_id=r[0], seller_id=r[1], name=r[2], quantity=r[3], unit_price=r[4],
-                            line_total=r[5]) for r in await lines.fetchall()]
-    return Order(**fields)
+    return (await load_many(conn, [order_id])).get(order_id)
+
+
+async def load_many(conn: AsyncConnection, order_ids: list[uuid.UUID]) -> dict[uuid.UUID, Order]:
+    """The read rows of these orders (two queries, however many)."""
+    cur = await conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM orders WHERE id = ANY(%s)", (order_ids,))
+    rows = await cur.fetchall()
+    if not rows:
+        return {}
+    lines: dict[uuid.UUID, list[Line]] = {}
+    cur = await conn.execute(
+        "SELECT order_id, product_id, seller_id, name, quantity, unit_price, line_total FROM order_lines"
+        " WHERE order_id = ANY(%s) ORDER BY order_id, line_no", ([r[0] for r in rows],))
+    for r in await cur.fetchall():
+        lines.setdefault(r[0], []).append(Line(product_id=r[1], seller_id=r[2], name=r[3], quantity=r[4],
+                                               unit_price=r[5], line_total=r[6]))
+    orders = {}
+    for row in rows:
+        fields = dict(zip(_COLUMNS, row, strict=True))
+        fields["shipping_address"] = msgspec.convert(fields["shipping_address"], Address)
+        orders[row[0]] = Order(**fields, lines=lines.get(row[0], []))
+    return orders
 
 
 class OrdersProjector:
@@ -41,24 +51,26 @@ class OrdersProjector:
         row = await cur.fetchone()
         return row[0] if row else 0
 
-    async def apply(self, conn: AsyncConnection, recorded: Recorded, event: Event) -> None:
-        current = None if isinstance(event, OrderPlaced) else await load(conn, _order_id(recorded.stream_id))
-        order = evolve(current, event, recorded.version, recorded.recorded_at)
-        if order is None:
-            return
-        await conn.execute(
-            f"INSERT INTO orders ({', '.join(_ROW)}) VALUES ({', '.join(['%s'] * len(_ROW))})"
-            f" ON CONFLICT (id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in _ROW if c != 'id')}",
-            _order_row(order),
-        )
-        if isinstance(event, OrderPlaced):
-            async with conn.cursor() as cur:
-                await cur.executemany(f"INSERT INTO order_lines ({', '.join(_LINE_ROW)})"
-                                      f" VALUES ({', '.join(['%s'] * len(_LINE_ROW))})", _line_rows(order))
+    async def load(self, conn: AsyncConnection, stream_ids: list[str]) -> dict[str, Order]:
+        found = await load_many(conn, [_order_id(s) for s in stream_ids])
+        return {s: found[i] for s in stream_ids if (i := _order_id(s)) in found}
 
-    # The rebuild's bulk path: fold every stream in memory with the same `evolve`, then COPY.
     def fold(self, state: Order | None, recorded: Recorded, event: Event) -> Order | None:
-        return evolve(state, event, recorded.version, recorded.recorded_at) or state
+        return evolve(state, event, recorded.version, recorded.recorded_at)
+
+    def version_of(self, state: Order) -> int:
+        return state.version
+
+    async def save(self, conn: AsyncConnection, states: dict[str, Order], before: dict[str, Order]) -> None:
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                f"INSERT INTO orders ({', '.join(_ROW)}) VALUES ({', '.join(['%s'] * len(_ROW))})"
+                f" ON CONFLICT (id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in _ROW if c != 'id')}",
+                [_order_row(o) for o in states.values()])
+            # An order's lines are fixed when it is placed: written once, with the order's first row.
+            await cur.executemany(
+                f"INSERT INTO order_lines ({', '.join(_LINE_ROW)}) VALUES ({', '.join(['%s'] * len(_LINE_ROW))})",
+                [row for s, o in states.items() if s not in before for row in _line_rows(o)])
 
     async def write_all(self, conn: AsyncConnection, states: dict) -> None:
         async with conn.cursor().copy(f"COPY orders ({', '.join(_ROW)}) FROM STDIN") as copy:

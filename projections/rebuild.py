@@ -1,6 +1,6 @@
 """`orders projections rebuild`: replay the event store into fresh shadow tables with the live
-projectors' own code (their `evolve`, folded in memory, written with COPY), catch up event by event
-with their `apply`, then swap them in while the API keeps serving.
+projectors' own code (their `evolve`, folded in memory, written with COPY), catch up with the live
+consumers' `fold_batch`, then swap them in while the API keeps serving.
 
 The shadow tables live in a schema `rebuild` with the same names, and the replay runs with
 `search_path = rebuild, public`: the projectors' unqualified SQL writes the shadow tables and still
@@ -20,7 +20,7 @@ from psycopg import AsyncConnection
 from events import store
 from events.base import decode
 from projections import registry
-from projections.base import Projector, apply_one
+from projections.base import Projector, fold_batch
 from workers import topology
 
 SCHEMA = "rebuild"
@@ -43,13 +43,14 @@ def progress_bar(done: int, total: int, started: float) -> None:
 
 async def _replay(conn: AsyncConnection, projectors: list[Projector], after: tuple[int, int],
                   on_batch: Callable[[int], None] = lambda n: None) -> tuple[tuple[int, int], int]:
+    """Catch up event by event from `after`, through the live consumers' `fold_batch`."""
     applied = 0
     while batch := await store.read_all(conn, after, BATCH):
         async with conn.transaction():
-            for recorded in batch:
-                for projector in projectors:
-                    if _matches(projector, recorded.type):
-                        await apply_one(conn, projector, recorded, strict=True)  # unknown types fail loudly
+            for projector in projectors:
+                mine = [r for r in batch if _matches(projector, r.type)]
+                if mine:
+                    await fold_batch(conn, projector, mine, strict=True)  # unknown types fail loudly
         after = batch[-1].checkpoint
         applied += len(batch)
         on_batch(applied)

@@ -5,7 +5,7 @@ import uuid
 from psycopg import AsyncConnection
 
 from events.base import Event, Recorded
-from events.users import User, evolve
+from events.users import User, evolve, stream
 
 _FIELDS = tuple(User.__struct_fields__)  # id, email, name, role, active, created_at, version
 
@@ -23,24 +23,26 @@ class UsersProjector:
         row = await cur.fetchone()
         return row[0] if row else 0
 
-    async def apply(self, conn: AsyncConnection, recorded: Recorded, event: Event) -> None:
-        cur = await conn.execute(f"SELECT {', '.join(_FIELDS)} FROM users WHERE id = %s",
-                                 (_user_id(recorded.stream_id),))
-        row = await cur.fetchone()
-        user = evolve(User(**dict(zip(_FIELDS, row, strict=True))) if row else None, event, recorded.version)
-        if user is None:
-            return
-        await conn.execute(
-            f"INSERT INTO users ({', '.join(_FIELDS)}, updated_at) VALUES ({', '.join(['%s'] * len(_FIELDS))}, %s)"
-            f" ON CONFLICT (id) DO UPDATE SET {', '.join(f'{f} = excluded.{f}' for f in _FIELDS if f != 'id')},"
-            " updated_at = excluded.updated_at",
-            _row((user, recorded.recorded_at)),
-        )
+    async def load(self, conn: AsyncConnection, stream_ids: list[str]) -> dict[str, tuple[User, object]]:
+        cur = await conn.execute(f"SELECT {', '.join(_FIELDS)}, updated_at FROM users WHERE id = ANY(%s)",
+                                 ([_user_id(s) for s in stream_ids],))
+        return {stream(r[0]): (User(**dict(zip(_FIELDS, r[:-1], strict=True))), r[-1]) for r in await cur.fetchall()}
 
-    # The rebuild's bulk path: fold every stream in memory with the same `evolve`, then COPY.
     def fold(self, state, recorded: Recorded, event: Event):
+        """The state is the user and when it last changed (the read row's updated_at)."""
         user = evolve(state[0] if state else None, event, recorded.version)
-        return (user, recorded.recorded_at) if user else state
+        return (user, recorded.recorded_at) if user else None
+
+    def version_of(self, state) -> int:
+        return state[0].version
+
+    async def save(self, conn: AsyncConnection, states: dict, before: dict) -> None:
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                f"INSERT INTO users ({', '.join(_FIELDS)}, updated_at) VALUES ({', '.join(['%s'] * len(_FIELDS))}, %s)"
+                f" ON CONFLICT (id) DO UPDATE SET {', '.join(f'{f} = excluded.{f}' for f in _FIELDS if f != 'id')},"
+                " updated_at = excluded.updated_at",
+                [_row(state) for state in states.values()])
 
     async def write_all(self, conn: AsyncConnection, states: dict) -> None:
         async with conn.cursor().copy(f"COPY users ({', '.join(_FIELDS)}, updated_at) FROM STDIN") as copy:

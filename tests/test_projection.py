@@ -8,6 +8,7 @@ import pytest
 from events import store
 from events.base import Recorded
 from projections import Outcome, project
+from projections.base import project_batch
 from tests.support import Happened, Poisoned, eventually
 from workers.consumer import ProjectionConsumer
 from workers.relay import Relay
@@ -24,17 +25,28 @@ class CounterProjector:
         row = await cur.fetchone()
         return row[0] if row else 0
 
-    async def apply(self, conn, recorded: Recorded, event) -> None:
+    async def load(self, conn, stream_ids: list[str]) -> dict:
+        cur = await conn.execute("SELECT stream_id, version, total, seqs FROM test_counters WHERE stream_id = ANY(%s)",
+                                 (stream_ids,))
+        return {r[0]: r[1:] for r in await cur.fetchall()}
+
+    def fold(self, state, recorded: Recorded, event):
+        version, total, seqs = state or (0, 0, [])
         match event:
             case Happened(n=n, seq=seq):
-                await conn.execute(
-                    "INSERT INTO test_counters AS t (stream_id, version, total, seqs) VALUES (%s, %s, %s, ARRAY[%s])"
-                    " ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version,"
-                    " total = t.total + excluded.total, seqs = t.seqs || excluded.seqs",
-                    (recorded.stream_id, recorded.version, n, seq),
-                )
+                return recorded.version, total + n, [*seqs, seq]
             case Poisoned(reason=reason):
                 raise RuntimeError(reason)
+
+    def version_of(self, state) -> int:
+        return state[0]
+
+    async def save(self, conn, states: dict, before: dict) -> None:
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                "INSERT INTO test_counters (stream_id, version, total, seqs) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, total = excluded.total,"
+                " seqs = excluded.seqs", [(s, *state) for s, state in states.items()])
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +86,17 @@ async def test_any_delivery_order_leaves_the_row_as_one_in_order_pass(pool, coun
     assert await row(pool, target) == await row(pool, reference) == (3, 60, [1, 2, 3])
     assert outcomes[0] == Outcome.APPLIED
     assert outcomes.count(Outcome.DUPLICATE) == len(order) - outcomes.count(Outcome.APPLIED)
+
+
+async def test_one_batch_with_duplicates_and_gaps_applies_each_event_once(pool, counters):
+    a, in_a = await stream_of(pool, 3)
+    b, in_b = await stream_of(pool, 2)
+    async with pool.connection() as conn:
+        outcomes = await project_batch(conn, counters, [in_a[1], in_b[0], in_a[0], in_a[2], in_b[1], in_b[1]])
+    assert outcomes == [Outcome.APPLIED, Outcome.APPLIED, Outcome.DUPLICATE, Outcome.APPLIED, Outcome.APPLIED,
+                        Outcome.DUPLICATE]
+    assert await row(pool, a) == (3, 60, [1, 2, 3])
+    assert await row(pool, b) == (2, 30, [1, 2])
 
 
 async def test_an_unknown_event_type_is_skipped_and_later_events_still_apply(pool, counters):
@@ -161,10 +184,10 @@ async def test_a_dead_letter_comes_back_with_redrive_after_the_fix(services, poo
     class Flaky(CounterProjector):
         broken = True
 
-        async def apply(self, conn, recorded, event):
+        def fold(self, state, recorded, event):
             if self.broken:
                 raise RuntimeError("bug in the projector")
-            await super().apply(conn, recorded, event)
+            return super().fold(state, recorded, event)
 
     projector = Flaky()
     async with pipeline(services, projector, max_attempts=2) as consumer:

@@ -1,6 +1,7 @@
-"""A projection worker: consumes `projections.<name>` and applies each event to its projector.
+"""A projection worker: consumes `projections.<name>` and applies the events to its projector in
+batches, one transaction each.
 
-Acks only after the projection's transaction commits. A message whose handling fails is published
+Acks only after the batch's transaction commits. A message whose handling fails is published
 again with an attempt count (to the back of the queue, so other streams keep flowing) and, after
 `max_attempts`, to the dead-letter queue with the error in its headers. Losing the database is not
 the message's fault: the worker waits for it and does not spend the message's attempts.
@@ -9,6 +10,7 @@ the message's fault: the worker waits for it and does not spend the message's at
 import asyncio
 import logging
 from collections import Counter
+from contextlib import suppress
 
 import aio_pika
 import msgspec
@@ -20,7 +22,8 @@ from faststream.rabbit.schemas import QueueType
 
 from events.base import Recorded
 from events.db import make_pool
-from projections import Outcome, Projector, project
+from projections import Outcome, Projector
+from projections.base import project_batch
 from workers import topology
 from workers.runtime import correlation_id
 
@@ -31,12 +34,13 @@ _OUTAGES = (psycopg.OperationalError, psycopg_pool.PoolTimeout)
 
 class ProjectionConsumer:
     def __init__(self, projector: Projector, database_url: str, rabbitmq_url: str, *,
-                 max_attempts: int = 5, prefetch: int = 64, bindings: tuple[str, ...] | None = None):
+                 max_attempts: int = 5, prefetch: int = 256, batch_size: int = 128,
+                 bindings: tuple[str, ...] | None = None):
         self.projector = projector
         self.queue = topology.projection_queue(projector.name)
         self.bindings = bindings
         self.rabbitmq_url = rabbitmq_url
-        self.max_attempts = max_attempts
+        self.max_attempts, self.batch_size = max_attempts, batch_size
         self.counts: Counter[str] = Counter()
         self.pool = make_pool(database_url, min_size=1, max_size=4)
         self.broker = RabbitBroker(rabbitmq_url, graceful_timeout=10, logger=log, log_level=logging.DEBUG)
@@ -48,6 +52,8 @@ class ProjectionConsumer:
             description=f"Applies events to the {projector.name} read tables.",
         )(self.handle)
         self._closing = False
+        self._pending: list[RabbitMessage] = []
+        self._flusher: asyncio.Task | None = None
 
     async def start(self) -> None:
         await self.pool.open()
@@ -57,6 +63,9 @@ class ProjectionConsumer:
 
     async def stop(self) -> None:
         self._closing = True
+        if self._flusher is not None:
+            with suppress(asyncio.CancelledError):
+                await self._flusher  # the batch in hand commits (or rolls back); the rest is redelivered
         await self.broker.stop()
         await self.pool.close()
 
@@ -68,30 +77,79 @@ class ProjectionConsumer:
             await self.stop()
 
     async def handle(self, msg: RabbitMessage) -> None:
-        correlation_id.set(msg.correlation_id)
-        attempts = int((msg.headers or {}).get("x-attempts", 0)) + 1
+        """Queue the message for the next batch; it is acked once its batch commits.
+
+        Returning at once lets FastStream hand over the next prefetched message, so while one batch
+        is in the database the next one gathers: one transaction per batch instead of per event,
+        and no waiting when the queue is quiet (a batch is whatever arrived meanwhile)."""
+        self._pending.append(msg)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        while self._pending and not self._closing:
+            batch, self._pending = self._pending[:self.batch_size], self._pending[self.batch_size:]
+            try:
+                await self._apply_batch(batch)
+            except Exception:  # e.g. the channel closed before the acks: the broker delivers them again
+                log.exception("projection %s could not finish a batch of %d", self.projector.name, len(batch))
+
+    async def _apply_batch(self, messages: list[RabbitMessage]) -> None:
+        decoded, undecodable = [], []
+        for msg in messages:
+            try:
+                decoded.append((msg, msgspec.json.decode(msg.body, type=Recorded)))
+            except msgspec.DecodeError as exc:
+                undecodable.append((msg, exc))
         try:
-            recorded = msgspec.json.decode(msg.body, type=Recorded)
-            outcome = await self._apply(recorded)
+            outcomes = await self._apply([r for _, r in decoded])
         except asyncio.CancelledError:
-            raise  # shutting down: not acked, so it is delivered again
-        except Exception as exc:
-            self.counts["failed"] += 1
-            log.exception("projection %s failed on message %s (attempt %d)", self.projector.name,
-                          msg.message_id, attempts)
-            await self._retry_or_dead_letter(msg, attempts, exc)
+            raise  # shutting down: not acked, so they are delivered again
+        except Exception:
+            # One bad event must not hold up the others: apply them one by one, so that only the
+            # failing one is retried (and, in the end, dead-lettered).
+            for msg, recorded in decoded:
+                await self._apply_alone(msg, recorded)
         else:
-            self.counts[outcome.value] += 1
+            for (msg, recorded), outcome in zip(decoded, outcomes, strict=True):
+                self._done(msg, recorded, outcome)
+        for msg, exc in undecodable:
+            await self._failed(msg, exc)
+        for msg in messages:
+            await msg.ack()
+
+    async def _apply_alone(self, msg: RabbitMessage, recorded: Recorded) -> None:
+        correlation_id.set(msg.correlation_id)
+        try:
+            [outcome] = await self._apply([recorded])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._failed(msg, exc)
+        else:
+            self._done(msg, recorded, outcome)
+
+    def _done(self, msg: RabbitMessage, recorded: Recorded, outcome: Outcome) -> None:
+        self.counts[outcome.value] += 1
+        if log.isEnabledFor(logging.DEBUG):
+            correlation_id.set(msg.correlation_id)
             log.debug("projection %s: %s %s v%d %s", self.projector.name, recorded.type, recorded.stream_id,
                       recorded.version, outcome.value)
-        await msg.ack()
 
-    async def _apply(self, recorded: Recorded) -> Outcome:
+    async def _failed(self, msg: RabbitMessage, exc: Exception) -> None:
+        correlation_id.set(msg.correlation_id)
+        attempts = int((msg.headers or {}).get("x-attempts", 0)) + 1
+        self.counts["failed"] += 1
+        log.error("projection %s failed on message %s (attempt %d)", self.projector.name, msg.message_id, attempts,
+                  exc_info=exc)
+        await self._retry_or_dead_letter(msg, attempts, exc)
+
+    async def _apply(self, batch: list[Recorded]) -> list[Outcome]:
         delay = 0.2
         while True:
             try:
                 async with self.pool.connection() as conn:
-                    return await project(conn, self.projector, recorded)
+                    return await project_batch(conn, self.projector, batch)
             except _OUTAGES as exc:
                 if self._closing:
                     raise asyncio.CancelledError from exc
