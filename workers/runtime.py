@@ -8,6 +8,8 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 
+import uvloop
+
 # The correlation id of the request or message being handled; set by the API middleware and by the
 # consumers from the message's correlation id, so one id follows a command into every worker's logs.
 correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("correlation_id", default=None)
@@ -55,4 +57,5 @@ def run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
             loop.add_signal_handler(sig, stop.set)
         await main(stop)
 
-    asyncio.run(runner())
+    # uvloop: a faster event loop for the relay and the workers, as uvicorn picks it for the API.
+    uvloop.run(runner())

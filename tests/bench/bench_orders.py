@@ -29,7 +29,7 @@ WARMUP = 1.0  # seconds of load before the clock starts: connections opened, poo
 TARGET_RATIO, TARGET_LAG_MS = 0.50, 250
 ADDRESS = {"name": "A", "line1": "B", "city": "C", "postal_code": "1", "country": "GB"}
 WORKERS = ["relay", "worker users", "worker catalog", "worker orders"]
-CPU_GROUPS = ["bench", "server", *WORKERS, "postgres"]
+CPU_GROUPS = ["bench", "server", *WORKERS, "postgres", "rabbitmq"]
 
 
 def serve_ceiling(port: int, database_url: str) -> None:
@@ -120,12 +120,26 @@ def order_id(response: httpx.Response) -> uuid.UUID:
 
 
 def cpu_seconds(pids) -> dict[int, float]:
-    """CPU time by pid from schedstat (ns; /proc/pid/stat only has 10 ms ticks); gone pids are skipped."""
+    """CPU time by pid, all its threads, from schedstat (ns; /proc/pid/stat only has 10 ms ticks);
+    gone pids and threads are skipped."""
     out = {}
     for pid in pids:
         with suppress(OSError):
-            out[pid] = int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+            out[pid] = sum(int((task / "schedstat").read_text().split()[0])
+                           for task in Path(f"/proc/{pid}/task").iterdir()) / 1e9
     return out
+
+
+def rabbitmq_pids() -> list[int]:
+    """The broker's Erlang VM: shared like PostgreSQL, but this run is its only load."""
+    return [int(p.name) for p in Path("/proc").iterdir()
+            if p.name.isdigit() and _comm(p) == "beam.smp"]
+
+
+def _comm(proc: Path) -> str:
+    with suppress(OSError):
+        return (proc / "comm").read_text().strip()
+    return ""
 
 
 async def backends(database_url: str) -> list[int]:
@@ -168,7 +182,7 @@ async def run_load(base: str, path: str, tokens: list[str], products: list[str],
     async def cpu_window() -> dict[str, float]:
         # These sleeps align the CPU sample with the measured window (timing, not synchronisation).
         await asyncio.sleep(measured_from - time.monotonic())
-        groups = {**pids, "postgres": await backends(database_url)}
+        groups = {**pids, "postgres": await backends(database_url), "rabbitmq": rabbitmq_pids()}
         before, bench = {g: cpu_seconds(p) for g, p in groups.items()}, time.process_time()
         await asyncio.sleep(deadline - time.monotonic())
         groups["postgres"] = await backends(database_url)  # with the connections opened meanwhile
