@@ -9,26 +9,23 @@ tables into `public` in one transaction, so a reader sees the old table or the n
 half-built one; it waits (it does not fail) for the moment of the swap.
 """
 
+import asyncio
+import multiprocessing
+import os
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime
-from typing import NamedTuple
+from concurrent.futures import ProcessPoolExecutor
 
 from psycopg import AsyncConnection
 
 from events import store
-from events.base import decode
 from projections import registry
 from projections.base import Projector, fold_batch
-from workers import topology
+from projections.bulk import SCHEMA, _matches, bulk, bulk_in_process, init_worker, type_patterns
 
-SCHEMA = "rebuild"
 BATCH = 20000
-
-
-def _matches(projector: Projector, event_type: str) -> bool:
-    return any(event_type.startswith(b.rstrip("#")) for b in topology.PROJECTIONS[projector.name])
+PARALLEL_FROM = 100_000  # events: below this, starting processes costs more than it saves
 
 
 def progress_bar(done: int, total: int, started: float) -> None:
@@ -57,52 +54,77 @@ async def _replay(conn: AsyncConnection, projectors: list[Projector], after: tup
     return after, applied
 
 
-class Step(NamedTuple):
-    """What folding needs of a recorded event (the bulk path reads only these columns)."""
+async def _shadow_tables(conn: AsyncConnection, tables: list[str]) -> dict[str, list[str]]:
+    """Create the shadow tables without indexes; return, per table, the DDL that adds the live
+    table's indexes and constraints to it once it is loaded. Read with the default search_path, so
+    a foreign key names its table unqualified and later resolves to the shadow one."""
+    finish = {}
+    for table in tables:
+        cur = await conn.execute(
+            "SELECT 'ALTER TABLE ' || %(shadow)s || ' ADD CONSTRAINT ' || quote_ident(conname) || ' '"
+            "       || pg_get_constraintdef(oid)"
+            " FROM pg_constraint WHERE conrelid = %(live)s::regclass AND contype IN ('p', 'u', 'x', 'f')"
+            " UNION ALL"
+            " SELECT replace(pg_get_indexdef(indexrelid), %(on_live)s, %(on_shadow)s)"
+            " FROM pg_index WHERE indrelid = %(live)s::regclass"
+            "   AND indexrelid NOT IN (SELECT conindid FROM pg_constraint WHERE conrelid = %(live)s::regclass)",
+            {"live": f"public.{table}", "shadow": f"{SCHEMA}.{table}",
+             "on_live": f" ON public.{table} ", "on_shadow": f" ON {SCHEMA}.{table} "})
+        finish[table] = [ddl for (ddl,) in await cur.fetchall()]
+        await conn.execute(f"CREATE TABLE {SCHEMA}.{table} (LIKE public.{table} INCLUDING ALL EXCLUDING INDEXES)")
+    return finish
 
-    stream_id: str
-    version: int
-    recorded_at: datetime
+
+async def _counts(conn: AsyncConnection, projectors: list[Projector], head: tuple[int, int]) -> tuple[int, dict]:
+    """Events up to `head`, and how many of them each projector folds."""
+    cur = await conn.execute(
+        "SELECT type, count(*) FROM events WHERE (tx_id, position) <= (%s, %s) GROUP BY type", head)
+    by_type = dict(await cur.fetchall())
+    return sum(by_type.values()), {p.name: sum(n for t, n in by_type.items() if _matches(p, t)) for p in projectors}
 
 
-async def _read_lean(conn: AsyncConnection, after: tuple[int, int]) -> list[tuple]:
-    bound = await store.visible_bound(conn)
-    cur = conn.cursor(binary=True)  # binary rows: cheaper to parse than text
-    await cur.execute(
-        "SELECT tx_id, position, stream_id, version, type, recorded_at, convert_to(data::text, 'UTF8') FROM events"
-        " WHERE (tx_id, position) > (%s, %s) AND tx_id < %s ORDER BY tx_id, position LIMIT %s",
-        (after[0], after[1], bound, BATCH))
-    return await cur.fetchall()
+async def _bulk_here(conn: AsyncConnection, projectors: list[Projector], head: tuple[int, int],
+                     finish: list[str], report: Callable[[int], None]) -> None:
+    done = 0
+
+    def count(n: int) -> None:
+        nonlocal done
+        done += n
+        report(done)
+    await bulk(conn, projectors, head, finish, count)
 
 
-async def _bulk(conn: AsyncConnection, projectors: list[Projector],
-                on_batch: Callable[[int], None] = lambda n: None) -> tuple[tuple[int, int], int]:
-    """The whole log folded in memory with each projector's `fold` (its `evolve`), then written with
-    COPY: one row per entity instead of a round trip per event."""
-    states: dict[str, dict] = {p.name: {} for p in projectors}
-    routes: dict[str, list[Projector]] = {}  # event type -> the projectors it goes to
-    after, applied = (0, 0), 0
-    while batch := await _read_lean(conn, after):
-        for tx_id, position, stream_id, version, type_name, recorded_at, data in batch:
-            wanted = routes.get(type_name)
-            if wanted is None:
-                wanted = routes[type_name] = [p for p in projectors if _matches(p, type_name)]
-            if not wanted:
-                continue
-            event = decode(type_name, data)  # an unknown type raises: a rebuild must not drop data quietly
-            step = Step(stream_id, version, recorded_at)
-            for projector in wanted:
-                folded = states[projector.name]
-                state = projector.fold(folded.get(stream_id), step, event)
-                if state is not None:
-                    folded[stream_id] = state
-        after = (batch[-1][0], batch[-1][1])
-        applied += len(batch)
-        on_batch(applied)
-    async with conn.transaction():
-        for projector in projectors:
-            await projector.write_all(conn, states[projector.name])
-    return after, applied
+async def _bulk_in_processes(database_url: str, projectors: list[Projector], head: tuple[int, int],
+                             finish: dict[str, list[str]], counts: dict[str, int], processes: int,
+                             report: Callable[[int], None]) -> None:
+    """Each projection split by stream hash into parts in proportion to its share of the log, the
+    parts folded by `processes` processes, largest first; a projection's indexes are built as soon
+    as all its parts are in, while the others still fold."""
+    total = max(sum(counts.values()), 1)
+    parts = {p.name: max(1, min(processes, round(2 * processes * counts[p.name] / total))) for p in projectors}
+    ctx = multiprocessing.get_context("spawn")  # not fork: this process has a running loop and sockets
+    progress = ctx.Value("q", 0)
+    loop = asyncio.get_running_loop()
+    with ProcessPoolExecutor(processes, mp_context=ctx, initializer=init_worker, initargs=(progress,)) as pool:
+        jobs: dict[str, list] = {p.name: [] for p in projectors}
+        for name, k in sorted(((n, k) for n in parts for k in range(parts[n])),
+                              key=lambda job: -counts[job[0]] / parts[job[0]]):
+            jobs[name].append(loop.run_in_executor(pool, bulk_in_process, database_url, name, head, (k, parts[name])))
+
+        async def finished(projector: Projector) -> None:
+            await asyncio.gather(*jobs[projector.name])
+            async with await AsyncConnection.connect(database_url, autocommit=True) as conn:
+                await conn.execute(f"SET search_path = {SCHEMA}, public")
+                for ddl in (d for t in projector.tables for d in finish[t]):
+                    await conn.execute(ddl)
+
+        tasks = [asyncio.create_task(finished(p)) for p in projectors]
+        pending = set(tasks)
+        while pending:
+            _, pending = await asyncio.wait(pending, timeout=0.25)
+            report(progress.value)
+        for task in tasks:
+            task.result()  # a failure in any part (an unknown event type, say) fails the rebuild
 
 
 async def _differences(conn: AsyncConnection, table: str) -> int:
@@ -113,8 +135,12 @@ async def _differences(conn: AsyncConnection, table: str) -> int:
 
 
 async def rebuild(database_url: str, names: list[str] | None = None, *, verify: bool = False, dry_run: bool = False,
-                  progress: Callable[[int, int, float], None] | None = progress_bar) -> dict:
-    """Returns {"events": replayed, "seconds": ..., "differences": {table: rows} (with verify)}."""
+                  progress: Callable[[int, int, float], None] | None = progress_bar,
+                  processes: int | None = None) -> dict:
+    """Returns {"events": replayed, "seconds": ..., "differences": {table: rows} (with verify)}.
+
+    `processes`: how many processes fold at once (default: one per projection up to the number of
+    cores, once the log is long enough to be worth it)."""
     known = registry()
     unknown = [n for n in names or [] if n not in known]
     if unknown:
@@ -125,12 +151,18 @@ async def rebuild(database_url: str, names: list[str] | None = None, *, verify: 
     async with await AsyncConnection.connect(database_url, autocommit=True) as conn:
         await conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
         await conn.execute(f"CREATE SCHEMA {SCHEMA}")
-        for table in tables:
-            await conn.execute(f"CREATE TABLE {SCHEMA}.{table} (LIKE public.{table} INCLUDING ALL)")
+        finish = await _shadow_tables(conn, tables)
         await conn.execute(f"SET search_path = {SCHEMA}, public")
-        total = (await (await conn.execute("SELECT count(*) FROM public.events")).fetchone())[0]
-        report = (lambda n: progress(n, total, started)) if progress else (lambda n: None)
-        checkpoint, replayed = await _bulk(conn, projectors, report)
+        checkpoint = await store.head(conn)
+        replayed, counts = await _counts(conn, projectors, checkpoint)
+        folded = sum(counts.values())
+        if processes is None:
+            processes = (os.cpu_count() or 1) if folded >= PARALLEL_FROM else 1
+        report = (lambda n: progress(n, folded, started)) if progress else (lambda n: None)
+        if processes > 1:
+            await _bulk_in_processes(database_url, projectors, checkpoint, finish, counts, processes, report)
+        else:
+            await _bulk_here(conn, projectors, checkpoint, [d for t in tables for d in finish[t]], report)
         result = {"events": replayed, "differences": {}}
         async with conn.transaction():
             for table in tables:

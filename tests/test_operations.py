@@ -6,6 +6,7 @@ import subprocess
 import sys
 import uuid
 
+import psycopg
 import pytest
 
 from projections.rebuild import rebuild
@@ -59,8 +60,13 @@ async def test_a_rebuild_after_a_random_workload_equals_the_live_tables(client, 
     dry = await rebuild(services.database_url, verify=True, dry_run=True, progress=None)
     assert dry["events"] > 40
     assert dry["differences"] == {t: 0 for t in ("users", "products", "orders", "order_lines")}
-    real = await rebuild(services.database_url, ["catalog"], verify=True, progress=None)
-    assert real["differences"] == {"products": 0}
+    # The path a long log takes: each projection split over processes by stream.
+    parallel = await rebuild(services.database_url, verify=True, dry_run=True, progress=None, processes=2)
+    assert parallel["differences"] == dry["differences"]
+    schema = await table_definitions(services.database_url)
+    real = await rebuild(services.database_url, ["catalog", "orders"], verify=True, progress=None, processes=2)
+    assert real["differences"] == {"products": 0, "orders": 0, "order_lines": 0}
+    assert await table_definitions(services.database_url) == schema  # indexes, keys, foreign keys
     r = await client.get("/products", params={"limit": 5})
     assert r.status_code == 200 and r.json()["items"]
 
@@ -96,14 +102,26 @@ async def test_a_rebuild_during_traffic_swaps_in_without_a_failed_request(client
     assert check["differences"] == {t: 0 for t in ("users", "products", "orders", "order_lines")}
 
 
-async def test_an_unknown_event_type_fails_a_rebuild_loudly(services, pool):
+async def table_definitions(database_url: str) -> list[tuple]:
+    """Every index and constraint of the read tables, as DDL."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint"
+            " WHERE conrelid::regclass::text = ANY(%s)"
+            " UNION ALL SELECT tablename, indexname, indexdef FROM pg_indexes WHERE tablename = ANY(%s)"
+            " ORDER BY 1, 2, 3", [["users", "products", "orders", "order_lines"]] * 2)
+        return await cur.fetchall()
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+async def test_an_unknown_event_type_fails_a_rebuild_loudly(services, pool, processes):
     stream = f"product-{uuid.uuid4()}"
     async with pool.connection() as conn:
         await conn.execute("INSERT INTO events (event_id, stream_id, version, type, data, correlation_id)"
                            " VALUES (%s, %s, 1, 'product.teleported', '{}', %s)", (uuid.uuid4(), stream, uuid.uuid4()))
     try:
         with pytest.raises(LookupError, match="product.teleported"):
-            await rebuild(services.database_url, ["catalog"], progress=None)
+            await rebuild(services.database_url, ["catalog"], progress=None, processes=processes)
     finally:
         async with pool.connection() as conn:
             await conn.execute("DELETE FROM events WHERE stream_id = %s", (stream,))
