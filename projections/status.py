@@ -60,18 +60,4 @@ async def with_queues(statuses: list[ProjectionStatus], rabbitmq_url: str) -> li
 
 async def redrive(rabbitmq_url: str, projection: str) -> int:
     """Move every message of the projection's DLQ back to its queue, attempts reset. Returns how many."""
-    queue = topology.projection_queue(projection)
-    moved = 0
-    async with await aio_pika.connect(rabbitmq_url, timeout=10) as connection:
-        channel = await connection.channel(publisher_confirms=True)
-        dead = await channel.declare_queue(topology.dlq(queue), passive=True)
-        while (message := await dead.get(fail=False)) is not None:
-            headers = {k: v for k, v in (message.headers or {}).items() if k not in ("x-attempts", "x-error")}
-            await channel.default_exchange.publish(
-                aio_pika.Message(message.body, headers=headers, content_type=message.content_type,
-                                 message_id=message.message_id, correlation_id=message.correlation_id,
-                                 type=message.type, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                routing_key=queue)
-            await message.ack()  # after the broker confirmed the copy: nothing is lost in between
-            moved += 1
-    return moved
+    return await topology.redrive(rabbitmq_url, topology.projection_queue(projection))

@@ -1,4 +1,4 @@
-"""Pure parsing of shop pages (workers/scrape_parse.py): no database, no network.
+"""Pure parsing of shop pages (workers/scrape_parse/): no database, no network.
 
 Fixtures are small pages in tests/fixtures/scrape."""
 

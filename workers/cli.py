@@ -72,6 +72,14 @@ def _scrape(args: argparse.Namespace) -> None:
     print("published a scrape request to exchange orders.commands, routing key scrape.requested")
 
 
+def _scrape_redrive(_: argparse.Namespace) -> None:
+    from workers import topology
+
+    queue = topology.SCRAPER_QUEUE
+    moved = asyncio.run(topology.redrive(settings().rabbitmq_url, queue))
+    print(f"moved {moved} message(s) from {topology.dlq(queue)} back to {queue}")
+
+
 def _status(_: argparse.Namespace) -> None:
     import psycopg
 
@@ -204,12 +212,16 @@ def parser() -> argparse.ArgumentParser:
     redrive.set_defaults(func=_redrive)
     sub.add_parser("asyncapi", help="print the AsyncAPI document of every exchange, queue and message").set_defaults(
         func=_asyncapi)
-    scrape = sub.add_parser("scrape", help="publish a scrape request (the scraper worker runs it)")
+    scrape = sub.add_parser("scrape", help="publish a scrape request (the scraper worker runs it) or redrive dead ones")
     scrape.add_argument("--source", help="a source name from the sources file")
     scrape.add_argument("--url", help="a start URL: with --source, that source's rules on another address")
     scrape.add_argument("--max-pages", type=int)
     scrape.add_argument("--max-products", type=int)
     scrape.set_defaults(func=_scrape)
+    # Not required, so that `orders scrape --source NAME` still publishes a request.
+    ssub = scrape.add_subparsers(dest="scrape_command", metavar="[redrive]")
+    ssub.add_parser("redrive", help="send dead-lettered scrape requests back to scraper.requests").set_defaults(
+        func=_scrape_redrive)
     users = sub.add_parser("users", help="manage accounts").add_subparsers(dest="users_command", required=True)
     admin = users.add_parser("create-admin", help="bootstrap an admin (the API never lets anyone register as admin)")
     admin.add_argument("--email", required=True)

@@ -2,7 +2,7 @@
 
 The relay declares the whole topology before it publishes anything, and every worker declares it
 before it consumes, so whichever starts first, no event is published to an exchange whose queues
-do not exist yet (an unbound topic exchange drops messages).
+do not exist yet (an unbound topic exchange drops messages). `redrive` is the way back from a `.dlq`.
 """
 
 import aio_pika
@@ -63,3 +63,21 @@ async def declare(channel: AbstractChannel, projections: dict[str, tuple[str, ..
             await queue.bind(events, routing_key=key)
     scraper = await _dead_lettered_queue(channel, SCRAPER_QUEUE, dlx)
     await scraper.bind(commands, routing_key=SCRAPE_REQUESTED)
+
+
+async def redrive(rabbitmq_url: str, queue: str) -> int:
+    """Move every message of the queue's DLQ back to the queue, attempts reset. Returns how many."""
+    moved = 0
+    async with await aio_pika.connect(rabbitmq_url, timeout=10) as connection:
+        channel = await connection.channel(publisher_confirms=True)
+        dead = await channel.declare_queue(dlq(queue), passive=True)
+        while (message := await dead.get(fail=False)) is not None:
+            headers = {k: v for k, v in (message.headers or {}).items() if k not in ("x-attempts", "x-error")}
+            await channel.default_exchange.publish(
+                aio_pika.Message(message.body, headers=headers, content_type=message.content_type,
+                                 message_id=message.message_id, correlation_id=message.correlation_id,
+                                 type=message.type, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                routing_key=queue)
+            await message.ack()  # after the broker confirmed the copy: nothing is lost in between
+            moved += 1
+    return moved
