@@ -70,7 +70,7 @@ async def bulk(conn: AsyncConnection, projectors: list[Projector], head: tuple[i
             for stream_id, version, type_name, recorded_at, data in batch:
                 wanted = routes.get(type_name)
                 if wanted is None:
-                    wanted = routes[type_name] = [p for p in projectors if _matches(p, type_name)]
+                    wanted = routes[type_name] = [p for p in projectors if matches(p, type_name)]
                 event = decode(type_name, data)  # an unknown type raises: a rebuild must not drop data quietly
                 step = Step(stream_id, version, recorded_at)
                 for projector in wanted:
@@ -91,7 +91,7 @@ async def bulk(conn: AsyncConnection, projectors: list[Projector], head: tuple[i
     return folded
 
 
-def _matches(projector: Projector, event_type: str) -> bool:
+def matches(projector: Projector, event_type: str) -> bool:
     return any(event_type.startswith(b.removesuffix("#")) if b.endswith("#") else event_type == b
                for b in topology.PROJECTIONS[projector.name])
 

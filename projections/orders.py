@@ -7,7 +7,7 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
 from events.base import Event, Recorded
-from events.orders import Address, Line, Order, OrderPlaced, evolve
+from events.orders import Address, Line, Order, evolve
 
 _COLUMNS = ("id", "buyer_id", "status", "total", "currency", "shipping_address", "payment_reference", "refund",
             "created_at", "updated_at", "version")

@@ -22,7 +22,7 @@ from psycopg import AsyncConnection
 from events import store
 from projections import registry
 from projections.base import Projector, fold_batch
-from projections.bulk import SCHEMA, _matches, bulk, bulk_in_process, init_worker, type_patterns
+from projections.bulk import SCHEMA, bulk, bulk_in_process, init_worker, matches
 
 BATCH = 20000
 PARALLEL_FROM = 100_000  # events: below this, starting processes costs more than it saves
@@ -45,7 +45,7 @@ async def _replay(conn: AsyncConnection, projectors: list[Projector], after: tup
     while batch := await store.read_all(conn, after, BATCH):
         async with conn.transaction():
             for projector in projectors:
-                mine = [r for r in batch if _matches(projector, r.type)]
+                mine = [r for r in batch if matches(projector, r.type)]
                 if mine:
                     await fold_batch(conn, projector, mine, strict=True)  # unknown types fail loudly
         after = batch[-1].checkpoint
@@ -80,7 +80,7 @@ async def _counts(conn: AsyncConnection, projectors: list[Projector], head: tupl
     cur = await conn.execute(
         "SELECT type, count(*) FROM events WHERE (tx_id, position) <= (%s, %s) GROUP BY type", head)
     by_type = dict(await cur.fetchall())
-    return sum(by_type.values()), {p.name: sum(n for t, n in by_type.items() if _matches(p, t)) for p in projectors}
+    return sum(by_type.values()), {p.name: sum(n for t, n in by_type.items() if matches(p, t)) for p in projectors}
 
 
 async def _bulk_here(conn: AsyncConnection, projectors: list[Projector], head: tuple[int, int],
