@@ -46,7 +46,7 @@ class BearerAuth(AbstractAuthenticationMiddleware):
 def requires(*roles: str):
     """A guard admitting only callers with one of `roles`."""
 
-    def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # async: a sync guard runs in a thread
         if connection.user.role not in roles:
             raise PermissionDeniedException(f"this needs the role {' or '.join(roles)}")
 

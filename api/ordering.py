@@ -13,6 +13,7 @@ from events import orders, products, store
 from events.base import Event, Meta
 from events.errors import Invalid, NotFound
 from events.orders import Address, Line, Order
+from events.products import Product
 from projections import catalog
 
 
@@ -43,14 +44,12 @@ def merge(items: list[tuple[uuid.UUID, int]]) -> dict[uuid.UUID, int]:
     return dict(sorted(merged.items(), key=lambda kv: str(kv[0])))
 
 
-async def _claim_key(conn: AsyncConnection, buyer_id: uuid.UUID, key: str, digest: bytes,
-                     order_id: uuid.UUID) -> uuid.UUID | None:
-    """Record the key for this order; if a committed order already holds it, return that order's id."""
-    cur = await conn.execute(
-        "INSERT INTO idempotency_keys (buyer_id, key, request_hash, order_id) VALUES (%s, %s, %s, %s)"
-        " ON CONFLICT DO NOTHING RETURNING order_id", (buyer_id, key, digest, order_id))
-    if await cur.fetchone():
-        return None
+_CLAIM = ("INSERT INTO idempotency_keys (buyer_id, key, request_hash, order_id) VALUES (%s, %s, %s, %s)"
+          " ON CONFLICT DO NOTHING RETURNING order_id")
+
+
+async def _held_order(conn: AsyncConnection, buyer_id: uuid.UUID, key: str, digest: bytes) -> uuid.UUID:
+    """The order a committed request with this key created; the key may not name another body."""
     cur = await conn.execute("SELECT request_hash, order_id FROM idempotency_keys WHERE buyer_id = %s AND key = %s",
                              (buyer_id, key))
     held_hash, held_order = await cur.fetchone()
@@ -67,21 +66,22 @@ async def place(pool: AsyncConnectionPool, buyer_id: uuid.UUID, items: list[tupl
     order_id = uuid.uuid4()
     now = datetime.now(UTC)
     async with pool.connection() as conn, conn.transaction():
-        # Locks first, writes after (see projections/catalog.py: lock). Two retries with one
+        # Locks first, reads after (see projections/catalog.py: lock). Two retries with one
         # Idempotency-Key queue on the same locks, so the second finds the first's key.
         await catalog.lock(conn, wanted)
-        if idempotency and (held := await _claim_key(conn, buyer_id, *idempotency, order_id)):
-            return await load(conn, held), False
+        claim = await conn.execute(_CLAIM, (buyer_id, *idempotency, order_id)) if idempotency else None
+        found = await catalog.load_many(conn, "product_state", wanted)
+        if claim and not await claim.fetchone():
+            return await load(conn, await _held_order(conn, buyer_id, *idempotency)), False
         if not wanted:
             raise Invalid("cart" if from_cart else "items", "there is nothing to order")
-        lines, currencies = [], set()
+        lines, currencies, reserved = [], set(), []
         for i, (product_id, quantity) in enumerate(wanted.items()):
-            product = await catalog.load(conn, "product_state", product_id)
+            product = found.get(product_id)
             if product is None or not product.active:
                 raise Invalid(f"items[{i}].product_id", f"product {product_id} does not exist or is discontinued",
                               product_id=str(product_id))
-            reserved = products.reserve(product, product_id, order_id, quantity)
-            await _append_product(conn, product, reserved, meta, now)
+            reserved.append((product, products.reserve(product, product_id, order_id, quantity)))
             currencies.add(product.currency)
             lines.append(Line(product_id=product_id, seller_id=product.seller_id, name=product.name,
                               quantity=quantity, unit_price=product.price, line_total=product.price * quantity))
@@ -92,18 +92,27 @@ async def place(pool: AsyncConnectionPool, buyer_id: uuid.UUID, items: list[tupl
         placed = orders.OrderPlaced(order_id=order_id, buyer_id=buyer_id, lines=lines,
                                     total=sum((ln.line_total for ln in lines), Decimal("0.00")),
                                     currency=currencies.pop(), shipping_address=address, placed_at=now)
-        await store.append(conn, orders.stream(order_id), 0, [placed], meta)
+        await _append_with_products(conn, reserved, (orders.stream(order_id), 0, [placed]), meta, now)
         if from_cart:
             await conn.execute("DELETE FROM cart_items WHERE buyer_id = %s", (buyer_id,))
     return orders.evolve(None, placed, 1, now), True
 
 
-async def _append_product(conn: AsyncConnection, product, events: list[Event], meta: Meta, now: datetime) -> None:
-    after = product
-    for n, e in enumerate(events, start=1):
-        after = products.evolve(after, e, product.version + n, now)
-    await store.append(conn, products.stream(product.id), product.version, events, meta)
-    await catalog.save(conn, "product_state", after)
+async def _append_with_products(conn: AsyncConnection, moves: list[tuple[Product, list[Event]]],
+                                order_append: tuple[str, int, list[Event]], meta: Meta, now: datetime) -> None:
+    """Stock moves on the products and the order's events in one append, then the products'
+    write-side rows."""
+    await store.append_many(conn, [*((products.stream(p.id), p.version, events) for p, events in moves), order_append],
+                            meta)
+    await catalog.save(conn, "product_state", *(_evolved(p, events, now) for p, events in moves))
+
+
+def _evolved(product: Product, events: list[Event], now: datetime) -> Product:
+    version = product.version
+    for e in events:
+        version += 1
+        product = products.evolve(product, e, version, now)
+    return product
 
 
 async def transition(pool: AsyncConnectionPool, order_id: uuid.UUID, caller, decide, meta: Meta) -> Order:
@@ -114,13 +123,16 @@ async def transition(pool: AsyncConnectionPool, order_id: uuid.UUID, caller, dec
         if not visible(order, caller):
             raise NotFound("no such order")  # existence does not leak to whoever may not see it
         events = decide(order)
+        moves = []
         if any(isinstance(e, orders.OrderCancelled) for e in events):
-            await catalog.lock(conn, {ln.product_id for ln in order.lines})
-            for product_id in sorted({ln.product_id for ln in order.lines}, key=str):
-                product = await catalog.load(conn, "product_state", product_id)
-                quantity = sum(ln.quantity for ln in order.lines if ln.product_id == product_id)
-                await _append_product(conn, product, products.release(product, order_id, quantity), meta, now)
-        await store.append(conn, orders.stream(order_id), order.version, events, meta)
+            quantities = {}
+            for ln in order.lines:
+                quantities[ln.product_id] = quantities.get(ln.product_id, 0) + ln.quantity
+            await catalog.lock(conn, quantities)
+            found = await catalog.load_many(conn, "product_state", quantities)
+            moves = [(found[pid], products.release(found[pid], order_id, q)) for pid, q in sorted(
+                quantities.items(), key=lambda kv: str(kv[0]))]
+        await _append_with_products(conn, moves, (orders.stream(order_id), order.version, events), meta, now)
     for e in events:
         order = orders.evolve(order, e, order.version + 1, now)
     return order

@@ -21,10 +21,10 @@ class WrongExpectedVersion(Exception):
         super().__init__(f"stream {stream_id}: expected version {expected}, found {actual}")
 
 
-# One round trip. The head's transaction id must not be above ours: a transaction that took its id
-# early and appends after a later one committed would otherwise sort before the event it follows.
-# That is rare (it needs a long transaction) and is reported as a conflict, so the caller retries
-# with a fresh transaction.
+# One round trip. The head must be at the expected version, and its transaction id must not be
+# above ours: a transaction that took its id early and appends after a later one committed would
+# otherwise sort before the event it follows. That is rare (it needs a long transaction) and is
+# reported as a conflict, so the caller retries with a fresh transaction.
 _APPEND = """
 WITH head AS (
     SELECT h.version, h.tx_id
@@ -44,10 +44,43 @@ ORDER BY e.n
 RETURNING position
 """
 
+# The same for several streams at once (e.g. an order and the products it reserves): the guards
+# hold for each stream, and one statement writes all or none. Kept apart from _APPEND, which is
+# the hot path of single-stream commands and plans cheaper without the JSON recordset.
+_APPEND_MANY = """
+WITH batch AS (
+    SELECT b.stream, b.expected, b.ord, e.doc, e.n
+    FROM jsonb_to_recordset(%(batch)s::jsonb) AS b(ord int, stream text, expected int, events jsonb)
+    CROSS JOIN LATERAL jsonb_array_elements(b.events) WITH ORDINALITY AS e(doc, n)
+), heads AS (
+    SELECT s.stream, h.version, h.tx_id
+    FROM (SELECT DISTINCT stream FROM batch) AS s
+    LEFT JOIN LATERAL (
+        SELECT version, tx_id FROM events WHERE stream_id = s.stream ORDER BY version DESC LIMIT 1
+    ) AS h ON true
+)
+INSERT INTO events (event_id, stream_id, version, type, data,
+                    correlation_id, causation_id, actor, schema_version)
+SELECT gen_random_uuid(), b.stream, b.expected + b.n, b.doc->>'type', b.doc->'data',
+       %(correlation)s, %(causation)s, %(actor)s, 1
+FROM batch AS b JOIN heads AS h USING (stream)
+WHERE coalesce(h.version, 0) = b.expected
+  AND (h.tx_id IS NULL OR h.tx_id <= pg_current_xact_id()::text::bigint)
+ORDER BY b.ord, b.n
+RETURNING position
+"""
+
 
 class _Doc(msgspec.Struct, array_like=False):
     type: str
     data: Event
+
+
+class _Append(msgspec.Struct):
+    ord: int
+    stream: str
+    expected: int
+    events: list[_Doc]
 
 
 async def append(
@@ -75,13 +108,43 @@ async def append(
         "events": _encode([_Doc(e.type, e) for e in events]).decode(),
     }
     try:
-        cur = await conn.execute(_APPEND, params)
+        # Counting the returned rows, not rowcount: in pipeline mode that is only known after a sync.
+        written = len(await (await conn.execute(_APPEND, params)).fetchall())
     except psycopg.errors.UniqueViolation:
         # A concurrent append took the same version first.
         raise WrongExpectedVersion(stream_id, expected_version, None) from None
-    if cur.rowcount != len(events):
+    if written != len(events):
         raise WrongExpectedVersion(stream_id, expected_version, await stream_version(conn, stream_id))
     return expected_version + len(events)
+
+
+async def append_many(conn: AsyncConnection, appends: Sequence[tuple[str, int, Sequence[Event]]],
+                      meta: Meta | None = None) -> None:
+    """`append` to several streams in one statement: (stream, expected version, events) each, all
+    or none; the events get positions in the order given."""
+    appends = [(stream, expected, events) for stream, expected, events in appends if events]
+    if len(appends) <= 1:
+        for stream, expected, events in appends:
+            await append(conn, stream, expected, events, meta)
+        return
+    meta = meta or Meta()
+    params = {
+        "correlation": meta.correlation_id,
+        "causation": meta.causation_id,
+        "actor": meta.actor,
+        "batch": _encode([_Append(i, s, v, [_Doc(e.type, e) for e in events])
+                          for i, (s, v, events) in enumerate(appends)]).decode(),
+    }
+    try:
+        written = len(await (await conn.execute(_APPEND_MANY, params)).fetchall())
+    except psycopg.errors.UniqueViolation:
+        # A concurrent append took one of the versions first.
+        raise WrongExpectedVersion(", ".join(a[0] for a in appends), -1, None) from None
+    if written != sum(len(events) for _, _, events in appends):
+        for stream, expected, _ in appends:
+            if (actual := await stream_version(conn, stream)) != expected:
+                raise WrongExpectedVersion(stream, expected, actual)
+        raise WrongExpectedVersion(appends[0][0], appends[0][1], None)  # a head above our transaction
 
 
 async def stream_version(conn: AsyncConnection, stream_id: str) -> int:

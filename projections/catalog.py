@@ -29,15 +29,23 @@ async def lock(conn: AsyncConnection, product_ids) -> None:
 
 
 async def load(conn: AsyncConnection, table: str, product_id: uuid.UUID) -> Product | None:
+    return (await load_many(conn, table, [product_id])).get(product_id)
+
+
+async def load_many(conn: AsyncConnection, table: str, product_ids) -> dict[uuid.UUID, Product]:
     key = _KEY[table]
     cols = ", ".join(key if c == "id" else c for c in COLUMNS)
-    cur = await conn.execute(f"SELECT {cols} FROM {table} WHERE {key} = %s", (product_id,))
-    row = await cur.fetchone()
-    return Product(**dict(zip(COLUMNS, row, strict=True))) if row else None
+    cur = await conn.execute(f"SELECT {cols} FROM {table} WHERE {key} = ANY(%s)", (list(product_ids),))
+    return {p.id: p for p in (Product(**dict(zip(COLUMNS, r, strict=True))) for r in await cur.fetchall())}
 
 
-async def save(conn: AsyncConnection, table: str, product: Product) -> None:
-    await conn.execute(_upsert(table), [getattr(product, c) for c in COLUMNS])
+async def save(conn: AsyncConnection, table: str, *products: Product) -> None:
+    rows = [[getattr(p, c) for c in COLUMNS] for p in products]
+    if len(rows) == 1:  # executemany's pipeline costs more than it saves for one row
+        await conn.execute(_upsert(table), rows[0])
+        return
+    async with conn.cursor() as cur:
+        await cur.executemany(_upsert(table), rows)
 
 
 def _upsert(table: str) -> str:
@@ -62,9 +70,8 @@ class CatalogProjector:
         return row[0] if row else 0
 
     async def load(self, conn: AsyncConnection, stream_ids: list[str]) -> dict[str, Product]:
-        cur = await conn.execute(f"SELECT {', '.join(COLUMNS)} FROM products WHERE id = ANY(%s)",
-                                 ([_product_id(s) for s in stream_ids],))
-        return {stream(p.id): p for p in (Product(**dict(zip(COLUMNS, r, strict=True))) for r in await cur.fetchall())}
+        found = await load_many(conn, "products", [_product_id(s) for s in stream_ids])
+        return {stream(i): p for i, p in found.items()}
 
     def fold(self, state: Product | None, recorded: Recorded, event: Event) -> Product | None:
         return evolve(state, event, recorded.version, recorded.recorded_at)
@@ -73,8 +80,7 @@ class CatalogProjector:
         return state.version
 
     async def save(self, conn: AsyncConnection, states: dict[str, Product], before: dict) -> None:
-        async with conn.cursor() as cur:
-            await cur.executemany(_upsert("products"), [[getattr(p, c) for c in COLUMNS] for p in states.values()])
+        await save(conn, "products", *states.values())
 
     async def write_all(self, conn: AsyncConnection, states: dict) -> None:
         async with conn.cursor().copy(f"COPY products ({', '.join(COLUMNS)}) FROM STDIN") as copy:
