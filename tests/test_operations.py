@@ -142,6 +142,17 @@ async def test_status_shows_each_projection_from_the_cli_and_the_api(client, adm
     assert (await client.get("/admin/projections", headers=bearer(buyer))).status_code == 403
 
 
+async def test_the_rebuild_command_verifies_in_processes_with_a_progress_bar(client, admin, services):
+    await eventually(lambda: caught_up(client, admin), what="the projections to catch up")
+    result = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "workers.cli", "projections", "rebuild", "--dry-run", "--verify",
+                         "--processes", "2"], env=services.env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "events/s" in result.stderr  # the progress bar
+    for table in ("users", "products", "orders", "order_lines"):
+        assert f"{table}: equal to the live table" in result.stdout
+
+
 async def test_the_event_log_filters_by_stream_type_correlation_and_position(client, admin, seller):
     correlation = str(uuid.uuid4())
     r = await client.post("/products", headers={**bearer(seller), "X-Correlation-ID": correlation},

@@ -101,7 +101,7 @@ def _rebuild(args: argparse.Namespace) -> None:
 
     try:
         result = asyncio.run(rebuild(settings().database_url, args.names or None, verify=args.verify,
-                                     dry_run=args.dry_run))
+                                     dry_run=args.dry_run, processes=args.processes))
     except ValueError as exc:
         sys.exit(str(exc))
     rate = result["events"] / max(result["seconds"], 1e-9)
@@ -206,6 +206,8 @@ def parser() -> argparse.ArgumentParser:
     rebuild.add_argument("names", nargs="*", help="projections (default: all)")
     rebuild.add_argument("--verify", action="store_true", help="compare the rebuilt tables with the live ones")
     rebuild.add_argument("--dry-run", action="store_true", help="build and verify, swap nothing")
+    rebuild.add_argument("--processes", type=int, metavar="N",
+                         help="processes that fold at once (default: one per core from 100,000 events on)")
     rebuild.set_defaults(func=_rebuild)
     redrive = psub.add_parser("redrive", help="send a projection's dead letters back to its queue")
     redrive.add_argument("name")
