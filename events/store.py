@@ -4,6 +4,7 @@ Functions take a connection so that an append can share its transaction with the
 (stock, unique emails) that protect invariants spanning streams.
 """
 
+from collections import Counter
 from collections.abc import Sequence
 
 import msgspec
@@ -67,7 +68,7 @@ FROM batch AS b JOIN heads AS h USING (stream)
 WHERE coalesce(h.version, 0) = b.expected
   AND (h.tx_id IS NULL OR h.tx_id <= pg_current_xact_id()::text::bigint)
 ORDER BY b.ord, b.n
-RETURNING position
+RETURNING stream_id
 """
 
 
@@ -120,8 +121,9 @@ async def append(
 
 async def append_many(conn: AsyncConnection, appends: Sequence[tuple[str, int, Sequence[Event]]],
                       meta: Meta | None = None) -> None:
-    """`append` to several streams in one statement: (stream, expected version, events) each, all
-    or none; the events get positions in the order given."""
+    """`append` to several streams in one statement: (stream, expected version, events) each, each
+    stream at most once; the events get positions in the order given. As with `append`, run it in a
+    transaction: a refused stream raises WrongExpectedVersion, which rolls the others back."""
     appends = [(stream, expected, events) for stream, expected, events in appends if events]
     if len(appends) <= 1:
         for stream, expected, events in appends:
@@ -136,15 +138,13 @@ async def append_many(conn: AsyncConnection, appends: Sequence[tuple[str, int, S
                           for i, (s, v, events) in enumerate(appends)]).decode(),
     }
     try:
-        written = len(await (await conn.execute(_APPEND_MANY, params)).fetchall())
+        written = Counter(stream for (stream,) in await (await conn.execute(_APPEND_MANY, params)).fetchall())
     except psycopg.errors.UniqueViolation:
         # A concurrent append took one of the versions first.
         raise WrongExpectedVersion(", ".join(a[0] for a in appends), -1, None) from None
-    if written != sum(len(events) for _, _, events in appends):
-        for stream, expected, _ in appends:
-            if (actual := await stream_version(conn, stream)) != expected:
-                raise WrongExpectedVersion(stream, expected, actual)
-        raise WrongExpectedVersion(appends[0][0], appends[0][1], None)  # a head above our transaction
+    for stream, expected, events in appends:
+        if written[stream] != len(events):  # the guard refused this stream (the others are rolled back)
+            raise WrongExpectedVersion(stream, expected, await stream_version(conn, stream))
 
 
 async def stream_version(conn: AsyncConnection, stream_id: str) -> int:

@@ -90,6 +90,8 @@ async def project_batch(conn: AsyncConnection, projector: Projector, batch: list
                         strict: bool = False) -> list[Outcome]:
     """Apply delivered events with an exactly-once effect, in one transaction: rows, versions and
     the checkpoint commit together, so a crash at any point leaves either all of it or none."""
+    if not batch:
+        return []
     async with conn.transaction():
         # Serialises two consumers of one stream (e.g. during a handover) without a table lock;
         # taken in one order, so two overlapping batches cannot deadlock.

@@ -16,7 +16,9 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import suppress
 
+import psycopg
 from psycopg import AsyncConnection
 
 from events import store
@@ -56,8 +58,9 @@ async def _replay(conn: AsyncConnection, projectors: list[Projector], after: tup
 
 async def _shadow_tables(conn: AsyncConnection, tables: list[str]) -> dict[str, list[str]]:
     """Create the shadow tables without indexes; return, per table, the DDL that adds the live
-    table's indexes and constraints to it once it is loaded. Read with the default search_path, so
-    a foreign key names its table unqualified and later resolves to the shadow one."""
+    table's indexes and constraints to it once it is loaded. Read with search_path = public, so a
+    foreign key names its table unqualified and later resolves to the shadow one."""
+    await conn.execute("SET search_path = public")
     finish = {}
     for table in tables:
         cur = await conn.execute(
@@ -66,7 +69,7 @@ async def _shadow_tables(conn: AsyncConnection, tables: list[str]) -> dict[str, 
             " FROM pg_constraint WHERE conrelid = %(live)s::regclass AND contype IN ('p', 'u', 'x', 'f')"
             " UNION ALL"
             " SELECT replace(pg_get_indexdef(indexrelid), %(on_live)s, %(on_shadow)s)"
-            " FROM pg_index WHERE indrelid = %(live)s::regclass"
+            " FROM pg_index WHERE indrelid = %(live)s::regclass AND indisvalid AND indisready"
             "   AND indexrelid NOT IN (SELECT conindid FROM pg_constraint WHERE conrelid = %(live)s::regclass)",
             {"live": f"public.{table}", "shadow": f"{SCHEMA}.{table}",
              "on_live": f" ON public.{table} ", "on_shadow": f" ON {SCHEMA}.{table} "})
@@ -121,8 +124,10 @@ async def _bulk_in_processes(database_url: str, projectors: list[Projector], hea
         tasks = [asyncio.create_task(finished(p)) for p in projectors]
         pending = set(tasks)
         while pending:
-            _, pending = await asyncio.wait(pending, timeout=0.25)
+            done, pending = await asyncio.wait(pending, timeout=0.25)
             report(progress.value)
+            if any(t.exception() for t in done):
+                pool.shutdown(wait=False, cancel_futures=True)  # parts not started yet never start
         for task in tasks:
             task.result()  # a failure in any part (an unknown event type, say) fails the rebuild
 
@@ -132,6 +137,41 @@ async def _differences(conn: AsyncConnection, table: str) -> int:
         f"SELECT (SELECT count(*) FROM (TABLE {SCHEMA}.{table} EXCEPT ALL TABLE public.{table}) a)"
         f"     + (SELECT count(*) FROM (TABLE public.{table} EXCEPT ALL TABLE {SCHEMA}.{table}) b)")
     return (await cur.fetchone())[0]
+
+
+async def _build_and_swap(database_url: str, conn: AsyncConnection, projectors: list[Projector], tables: list[str],
+                          processes: int | None, verify: bool, dry_run: bool, progress, started: float) -> dict:
+    finish = await _shadow_tables(conn, tables)
+    await conn.execute(f"SET search_path = {SCHEMA}, public")
+    checkpoint = await store.head(conn)
+    replayed, counts = await _counts(conn, projectors, checkpoint)
+    folded = sum(counts.values())
+    if processes is None:
+        processes = (os.cpu_count() or 1) if folded >= PARALLEL_FROM else 1
+    report = (lambda n: progress(n, folded, started)) if progress else (lambda n: None)
+    if processes > 1:
+        await _bulk_in_processes(database_url, projectors, checkpoint, finish, counts, processes, report)
+    else:
+        await _bulk_here(conn, projectors, checkpoint, [d for t in tables for d in finish[t]], report)
+    # What arrived meanwhile, first without locks (the shadow tables are ours alone), so that the
+    # live tables stay locked only for the few events that arrive during this pass.
+    checkpoint, tail = await _replay(conn, projectors, checkpoint)
+    result = {"events": replayed + tail, "differences": {}}
+    async with conn.transaction():
+        for table in tables:
+            await conn.execute(f"LOCK TABLE public.{table} IN ACCESS EXCLUSIVE MODE")
+        checkpoint, tail = await _replay(conn, projectors, checkpoint)
+        result["events"] += tail
+        if verify or dry_run:
+            result["differences"] = {t: await _differences(conn, t) for t in tables}
+        if not dry_run:
+            for table in reversed(tables):  # dependents (order_lines) before what they refer to
+                await conn.execute(f"DROP TABLE public.{table} CASCADE")
+            for table in tables:
+                await conn.execute(f"ALTER TABLE {SCHEMA}.{table} SET SCHEMA public")
+            for projector in projectors:
+                await store.save_checkpoint(conn, projector.name, checkpoint)
+    return result
 
 
 async def rebuild(database_url: str, names: list[str] | None = None, *, verify: bool = False, dry_run: bool = False,
@@ -151,34 +191,12 @@ async def rebuild(database_url: str, names: list[str] | None = None, *, verify: 
     async with await AsyncConnection.connect(database_url, autocommit=True) as conn:
         await conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
         await conn.execute(f"CREATE SCHEMA {SCHEMA}")
-        finish = await _shadow_tables(conn, tables)
-        await conn.execute(f"SET search_path = {SCHEMA}, public")
-        checkpoint = await store.head(conn)
-        replayed, counts = await _counts(conn, projectors, checkpoint)
-        folded = sum(counts.values())
-        if processes is None:
-            processes = (os.cpu_count() or 1) if folded >= PARALLEL_FROM else 1
-        report = (lambda n: progress(n, folded, started)) if progress else (lambda n: None)
-        if processes > 1:
-            await _bulk_in_processes(database_url, projectors, checkpoint, finish, counts, processes, report)
-        else:
-            await _bulk_here(conn, projectors, checkpoint, [d for t in tables for d in finish[t]], report)
-        result = {"events": replayed, "differences": {}}
-        async with conn.transaction():
-            for table in tables:
-                await conn.execute(f"LOCK TABLE public.{table} IN ACCESS EXCLUSIVE MODE")
-            checkpoint, tail = await _replay(conn, projectors, checkpoint)
-            result["events"] += tail
-            if verify or dry_run:
-                result["differences"] = {t: await _differences(conn, t) for t in tables}
-            if not dry_run:
-                for table in reversed(tables):  # dependents (order_lines) before what they refer to
-                    await conn.execute(f"DROP TABLE public.{table} CASCADE")
-                for table in tables:
-                    await conn.execute(f"ALTER TABLE {SCHEMA}.{table} SET SCHEMA public")
-                for projector in projectors:
-                    await store.save_checkpoint(conn, projector.name, checkpoint)
-        await conn.execute(f"DROP SCHEMA {SCHEMA} CASCADE")
+        try:
+            result = await _build_and_swap(database_url, conn, projectors, tables, processes, verify, dry_run,
+                                           progress, started)
+        finally:
+            with suppress(psycopg.Error):  # do not hide why a rebuild failed behind a lost connection
+                await conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")  # what is left of a failed one
     if progress:
         sys.stderr.write("\n")
     result["seconds"] = round(time.monotonic() - started, 3)

@@ -53,6 +53,28 @@ async def test_a_failed_append_rolls_back_the_other_streams_of_its_transaction(p
         assert await store.stream_version(conn, b) == 1
 
 
+async def test_one_append_to_several_streams_writes_them_in_order(pool):
+    a, b = new_stream(), new_stream()
+    async with pool.connection() as conn:
+        await store.append(conn, b, 0, [Happened(seq=1)])
+        async with conn.transaction():
+            await store.append_many(conn, [(a, 0, [Happened(seq=2), Happened(seq=3)]), (b, 1, [Happened(seq=4)])])
+        written = [*await store.read_stream(conn, a), *(await store.read_stream(conn, b))[1:]]
+    assert [(e.stream_id, e.version, e.event().seq) for e in written] == [(a, 1, 2), (a, 2, 3), (b, 2, 4)]
+    assert [e.position for e in written] == sorted(e.position for e in written)
+
+
+async def test_one_stale_stream_fails_an_append_to_several_and_names_that_stream(pool):
+    a, b = new_stream(), new_stream()
+    async with pool.connection() as conn:
+        await store.append(conn, b, 0, [Happened()])
+        with pytest.raises(WrongExpectedVersion) as refused:
+            async with conn.transaction():
+                await store.append_many(conn, [(a, 0, [Happened()]), (b, 0, [Happened()])])
+        assert (refused.value.stream_id, refused.value.actual) == (b, 1)
+        assert await store.stream_version(conn, a) == 0
+
+
 async def test_a_concurrent_append_to_the_same_version_conflicts(pool):
     stream = new_stream()
 

@@ -10,7 +10,6 @@ the message's fault: the worker waits for it and does not spend the message's at
 import asyncio
 import logging
 from collections import Counter
-from contextlib import suppress
 
 import aio_pika
 import msgspec
@@ -59,6 +58,7 @@ class ProjectionConsumer:
         self._closing = False
         self._pending: list[RabbitMessage] = []
         self._flusher: asyncio.Task | None = None
+        self._retries: set[asyncio.Task] = set()
 
     async def start(self) -> None:
         await self.pool.open()
@@ -69,8 +69,9 @@ class ProjectionConsumer:
     async def stop(self) -> None:
         self._closing = True
         if self._flusher is not None:
-            with suppress(asyncio.CancelledError):
-                await self._flusher  # the batch in hand commits (or rolls back); the rest is redelivered
+            await asyncio.wait([self._flusher])  # the batch in hand commits (or rolls back); the rest is redelivered
+        for retry in list(self._retries):
+            retry.cancel()  # not acked yet: the broker delivers the message again
         await self.broker.stop()
         await self.pool.close()
 
@@ -94,18 +95,17 @@ class ProjectionConsumer:
     async def _flush(self) -> None:
         while self._pending and not self._closing:
             batch, self._pending = self._pending[:self.batch_size], self._pending[self.batch_size:]
-            try:
-                await self._apply_batch(batch)
-            except Exception:  # e.g. the channel closed before the acks: the broker delivers them again
-                log.exception("projection %s could not finish a batch of %d", self.projector.name, len(batch))
+            await self._apply_batch(batch)
 
     async def _apply_batch(self, messages: list[RabbitMessage]) -> None:
-        decoded, undecodable = [], []
+        decoded = []
         for msg in messages:
             try:
                 decoded.append((msg, msgspec.json.decode(msg.body, type=Recorded)))
             except msgspec.DecodeError as exc:
-                undecodable.append((msg, exc))
+                self._failed(msg, exc)
+        if not decoded:
+            return
         try:
             outcomes = await self._apply([r for _, r in decoded])
         except asyncio.CancelledError:
@@ -114,14 +114,13 @@ class ProjectionConsumer:
             # One bad event must not hold up the others: apply them one by one, so that only the
             # failing one is retried (and, in the end, dead-lettered).
             for msg, recorded in decoded:
+                if self._closing:
+                    return  # the rest is delivered again
                 await self._apply_alone(msg, recorded)
-        else:
-            for (msg, recorded), outcome in zip(decoded, outcomes, strict=True):
-                self._done(msg, recorded, outcome)
-        for msg, exc in undecodable:
-            await self._failed(msg, exc)
-        for msg in messages:
-            await msg.ack()
+            return
+        for (msg, recorded), outcome in zip(decoded, outcomes, strict=True):
+            self._done(msg, recorded, outcome)
+            await _ack(msg)
 
     async def _apply_alone(self, msg: RabbitMessage, recorded: Recorded) -> None:
         correlation_id.set(msg.correlation_id)
@@ -130,9 +129,10 @@ class ProjectionConsumer:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            await self._failed(msg, exc)
+            self._failed(msg, exc)
         else:
             self._done(msg, recorded, outcome)
+            await _ack(msg)
 
     def _done(self, msg: RabbitMessage, recorded: Recorded, outcome: Outcome) -> None:
         self.counts[outcome.value] += 1
@@ -141,13 +141,17 @@ class ProjectionConsumer:
             log.debug("projection %s: %s %s v%d %s", self.projector.name, recorded.type, recorded.stream_id,
                       recorded.version, outcome.value)
 
-    async def _failed(self, msg: RabbitMessage, exc: Exception) -> None:
+    def _failed(self, msg: RabbitMessage, exc: Exception) -> None:
+        """Count and log now; retry or dead-letter in the background, so that the other streams do
+        not wait out this message's backoff. It stays unacked until then."""
         correlation_id.set(msg.correlation_id)
         attempts = int((msg.headers or {}).get("x-attempts", 0)) + 1
         self.counts["failed"] += 1
         log.error("projection %s failed on message %s (attempt %d)", self.projector.name, msg.message_id, attempts,
                   exc_info=exc)
-        await self._retry_or_dead_letter(msg, attempts, exc)
+        retry = asyncio.create_task(self._retry_or_dead_letter(msg, attempts, exc))
+        self._retries.add(retry)
+        retry.add_done_callback(self._retries.discard)
 
     async def _apply(self, batch: list[Recorded]) -> list[Outcome]:
         delay = 0.2
@@ -169,14 +173,26 @@ class ProjectionConsumer:
         headers.setdefault("x-original-routing-key", raw.routing_key or "")  # retries go via the queue name
         common = dict(headers=headers, persist=True, message_id=msg.message_id, correlation_id=msg.correlation_id,
                       content_type=raw.content_type, message_type=raw.type, timestamp=raw.timestamp)
-        if attempts >= self.max_attempts:
-            self.counts["dead_lettered"] += 1
-            await self.broker.publish(msg.body, exchange=topology.DLX, routing_key=self.queue, **common)
-            log.error("projection %s dead-lettered message %s after %d attempts", self.projector.name,
-                      msg.message_id, attempts)
-        else:
-            await asyncio.sleep(min(0.05 * 2**attempts, 2))  # bounded backoff: never a hot loop
-            await self.broker.publish(msg.body, routing_key=self.queue, **common)
+        try:
+            if attempts >= self.max_attempts:
+                await self.broker.publish(msg.body, exchange=topology.DLX, routing_key=self.queue, **common)
+                self.counts["dead_lettered"] += 1
+                log.error("projection %s dead-lettered message %s after %d attempts", self.projector.name,
+                          msg.message_id, attempts)
+            else:
+                await asyncio.sleep(min(0.05 * 2**attempts, 2))  # bounded backoff: never a hot loop
+                await self.broker.publish(msg.body, routing_key=self.queue, **common)
+        except Exception:  # the broker is away: unacked, the message comes back when it is back
+            log.exception("projection %s could not re-publish message %s", self.projector.name, msg.message_id)
+            return
+        await _ack(msg)  # after the copy is published: nothing is lost in between
+
+
+async def _ack(msg: RabbitMessage) -> None:
+    try:
+        await msg.ack()
+    except Exception as exc:  # its channel is gone: the broker delivers it again, a duplicate to skip
+        log.warning("could not ack message %s (%s); it will be delivered again", msg.message_id, exc)
 
 
 async def _body(msg: RabbitMessage) -> bytes:

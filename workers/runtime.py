@@ -8,7 +8,10 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 
-import uvloop
+try:
+    import uvloop
+except ImportError:  # not built for Windows
+    uvloop = None
 
 # The correlation id of the request or message being handled; set by the API middleware and by the
 # consumers from the message's correlation id, so one id follows a command into every worker's logs.
@@ -58,4 +61,4 @@ def run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
         await main(stop)
 
     # uvloop: a faster event loop for the relay and the workers, as uvicorn picks it for the API.
-    uvloop.run(runner())
+    (uvloop.run if uvloop else asyncio.run)(runner())
