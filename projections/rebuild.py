@@ -132,11 +132,19 @@ async def _bulk_in_processes(database_url: str, projectors: list[Projector], hea
             task.result()  # a failure in any part (an unknown event type, say) fails the rebuild
 
 
-async def _differences(conn: AsyncConnection, table: str) -> int:
+async def _differences(conn: AsyncConnection, table: str, shown: int = 5) -> tuple[int, list[str]]:
+    """How many rows differ between the rebuilt and the live table, and the first few of them."""
     cur = await conn.execute(
         f"SELECT (SELECT count(*) FROM (TABLE {SCHEMA}.{table} EXCEPT ALL TABLE public.{table}) a)"
         f"     + (SELECT count(*) FROM (TABLE public.{table} EXCEPT ALL TABLE {SCHEMA}.{table}) b)")
-    return (await cur.fetchone())[0]
+    count = (await cur.fetchone())[0]
+    if not count:
+        return 0, []
+    cur = await conn.execute(
+        f"(SELECT 'rebuilt only: ' || r::text FROM (TABLE {SCHEMA}.{table} EXCEPT ALL TABLE public.{table}) r LIMIT %s)"
+        f" UNION ALL (SELECT 'live only:    ' || l::text FROM (TABLE public.{table} EXCEPT ALL TABLE {SCHEMA}.{table}) l"
+        "  LIMIT %s)", (shown, shown))
+    return count, [row for (row,) in await cur.fetchall()]
 
 
 async def _build_and_swap(database_url: str, conn: AsyncConnection, projectors: list[Projector], tables: list[str],
@@ -163,7 +171,9 @@ async def _build_and_swap(database_url: str, conn: AsyncConnection, projectors: 
         checkpoint, tail = await _replay(conn, projectors, checkpoint)
         result["events"] += tail
         if verify or dry_run:
-            result["differences"] = {t: await _differences(conn, t) for t in tables}
+            found = {t: await _differences(conn, t) for t in tables}
+            result["differences"] = {t: count for t, (count, _) in found.items()}
+            result["examples"] = {t: rows for t, (_, rows) in found.items() if rows}
         if not dry_run:
             for table in reversed(tables):  # dependents (order_lines) before what they refer to
                 await conn.execute(f"DROP TABLE public.{table} CASCADE")
@@ -177,7 +187,8 @@ async def _build_and_swap(database_url: str, conn: AsyncConnection, projectors: 
 async def rebuild(database_url: str, names: list[str] | None = None, *, verify: bool = False, dry_run: bool = False,
                   progress: Callable[[int, int, float], None] | None = progress_bar,
                   processes: int | None = None) -> dict:
-    """Returns {"events": replayed, "seconds": ..., "differences": {table: rows} (with verify)}.
+    """Returns {"events": replayed, "seconds": ..., "differences": {table: rows} (with verify), and
+    "examples": {table: a few differing rows}}.
 
     `processes`: how many processes fold at once (default: one per projection up to the number of
     cores, once the log is long enough to be worth it)."""

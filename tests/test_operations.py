@@ -142,6 +142,20 @@ async def test_status_shows_each_projection_from_the_cli_and_the_api(client, adm
     assert (await client.get("/admin/projections", headers=bearer(buyer))).status_code == 403
 
 
+async def test_verify_shows_a_damaged_row_and_a_rebuild_repairs_it(client, admin, seller, services, pool):
+    product = (await client.post("/products", headers=bearer(seller), json={
+        "name": "Pristine", "price": "2.00", "currency": "EUR", "stock": 3})).json()
+    await eventually(lambda: caught_up(client, admin), what="the projections to catch up")
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE products SET name = 'Damaged' WHERE id = %s", (product["id"],))
+    check = await rebuild(services.database_url, ["catalog"], verify=True, dry_run=True, progress=None)
+    assert check["differences"] == {"products": 2}  # the row as rebuilt, and the row as it is live
+    assert any("Pristine" in row and row.startswith("rebuilt only") for row in check["examples"]["products"])
+    assert any("Damaged" in row and row.startswith("live only") for row in check["examples"]["products"])
+    await rebuild(services.database_url, ["catalog"], progress=None)
+    assert (await client.get(f"/products/{product['id']}")).json()["name"] == "Pristine"
+
+
 async def test_the_rebuild_command_verifies_in_processes_with_a_progress_bar(client, admin, services):
     await eventually(lambda: caught_up(client, admin), what="the projections to catch up")
     result = await asyncio.to_thread(

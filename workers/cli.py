@@ -109,6 +109,8 @@ def _rebuild(args: argparse.Namespace) -> None:
           + (" (dry run: nothing swapped)" if args.dry_run else "; swapped in"))
     for table, rows in result["differences"].items():
         print(f"  {table}: {'equal to the live table' if rows == 0 else f'{rows} rows differ from the live table'}")
+        for example in result.get("examples", {}).get(table, []):
+            print(f"    {example}")
     if any(result["differences"].values()):
         sys.exit(1)
 
