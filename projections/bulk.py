@@ -19,6 +19,7 @@ from projections.base import Projector
 from workers import topology
 
 BATCH = 20000
+COPY_CHUNK = 20000  # entities per COPY transaction: a fraction of a second each
 SCHEMA = "rebuild"
 
 
@@ -80,9 +81,13 @@ async def bulk(conn: AsyncConnection, projectors: list[Projector], head: tuple[i
                         mine[stream_id] = state
             folded += len(batch)
             on_batch(len(batch))
-        async with conn.transaction():
-            for projector in projectors:
-                await projector.write_all(conn, states[projector.name])
+        for projector in projectors:
+            rows = list(states[projector.name].items())
+            for start in range(0, len(rows), COPY_CHUNK):
+                # Short transactions: while one is open, the live relay cannot read past its id
+                # (events/store.visible_bound), so one long COPY would stall every live projection.
+                async with conn.transaction():
+                    await projector.write_all(conn, dict(rows[start:start + COPY_CHUNK]))
     finally:
         states.clear()
         gc.enable()
