@@ -1,8 +1,8 @@
 """POST /orders through the whole system (API, relay, workers as real processes) beside a ceiling taken
 in the same run: a bare Litestar + psycopg endpoint doing one INSERT. Run by hand, never in CI:
 python -m tests.bench.bench_orders [--seconds 20] [--clients 32]. Runs: the ceiling; POST /orders as
-deployed (the 201 waits for the projection); POST /orders with READ_YOUR_WRITES_TIMEOUT=0 and a checker
-timing the projection lag. Its own database and vhost, removed at the end even on failure.
+deployed (the 201 waits for the projection); POST /orders with READ_YOUR_WRITES_TIMEOUT=0 and a watcher
+process timing the projection lag from the projection's commit notifications. Its own database and vhost, removed at the end even on failure.
 """
 
 import argparse
@@ -16,6 +16,7 @@ import uuid
 from collections import Counter
 from contextlib import suppress
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 import psycopg
@@ -195,40 +196,97 @@ async def run_load(base: str, path: str, tokens: list[str], products: list[str],
             "failures": failures, "cpu": {g: s / max(len(latencies), 1) * 1000 for g, s in cpu.items()}}
 
 
-async def check_projection(database_url: str, pending: dict, lags: list, done: asyncio.Event) -> None:
-    """When each order answered 201 first shows in the read table. The time is taken when the poll
-    returns, so a lag is over-stated by at most one query plus the 5 ms interval."""
+def watch_projection(database_url: str) -> None:
+    """A process of its own that LISTENs to the orders projection's commit notifications and, once
+    its stdin closes, prints when each order was first projected: [time.monotonic() (one clock for
+    every process), time.time()]. A notification arrives only after the transaction that wrote the
+    read row commits, so this is when the order is in the read table, without polling it (a poll
+    from the bench's busy event loop came late, and its queries loaded the system it measured)."""
+    import json
+    import threading
+
+    seen: dict[str, list[float]] = {}
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("LISTEN projected")
+        print("listening", flush=True)
+        while not stop.is_set():
+            for note in conn.notifies(timeout=0.2):
+                at = [time.monotonic(), time.time()]
+                for line in note.payload.splitlines():
+                    projection, stream, _ = line.split(" ")
+                    if projection == "orders":
+                        seen.setdefault(stream.removeprefix("order-"), at)
+    print(json.dumps(seen), flush=True)
+
+
+async def start_watching(database_url: str, env: dict) -> asyncio.subprocess.Process:
+    watcher = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.bench.bench_orders", "--watch-projection", database_url, env=env,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, preexec_fn=_die_with_parent)
+    assert (await asyncio.wait_for(watcher.stdout.readline(), 30)).strip() == b"listening"
+    return watcher
+
+
+class Lags(NamedTuple):
+    server: list[float]  # from the start of the transaction that appended order.placed (DB clock)
+    client: list[float]  # from the moment the bench had its 201 (negative: projected before that)
+    missing: int
+
+
+async def projection_lags(watcher: asyncio.subprocess.Process, created: dict, database_url: str) -> Lags:
+    """Waits until every order answered 201 has been projected (at most 30 s), then measures each
+    order's lag twice. From the client's side the 201 often arrives after the projection (the
+    bench's event loop is busy with 32 clients), so the target is checked on the server's side:
+    from the start of the appending transaction, which is before the 201 was sent, to the commit
+    of the read row. That errs on the long side."""
+    import json
+
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        while pending or not done.is_set():
-            if pending:
-                cur = await conn.execute("SELECT id FROM orders WHERE id = ANY(%s)", (list(pending),))
-                seen = time.monotonic()
-                for (found,) in await cur.fetchall():
-                    lags.append(seen - pending.pop(found))
-            await asyncio.sleep(0.005)
+        async def none_missing() -> bool:  # the backlog drains; what is still missing then is reported
+            cur = await conn.execute("SELECT count(*) FROM orders WHERE id = ANY(%s)", (list(created),))
+            return (await cur.fetchone())[0] == len(created)
+        with suppress(RuntimeError):
+            await wait_until(none_missing, "every order in the read table", {}, timeout=30)
+        cur = await conn.execute(
+            "SELECT substr(stream_id, 7), extract(epoch FROM recorded_at)::float8 FROM events"
+            " WHERE type = 'order.placed' AND stream_id = ANY(%s)", ([f"order-{i}" for i in created],))
+        appended = dict(await cur.fetchall())
+    watcher.stdin.close()
+    seen = json.loads((await asyncio.wait_for(watcher.stdout.read(), 30)).decode() or "{}")
+    await watcher.wait()
+    ids = [str(i) for i in created if str(i) in seen]
+    return Lags(server=sorted(seen[i][1] - appended[i] for i in ids),
+                client=sorted(seen[str(i)][0] - t for i, t in created.items() if str(i) in seen),
+                missing=len(created) - len(ids))
 
 
-def report(clients: int, seconds: float, runs: list, lags: list[float], missing: int) -> None:
+def report(clients: int, seconds: float, runs: list, lags: Lags) -> None:
     print(f"\nnproc {os.cpu_count()}, load average {os.getloadavg()[0]:.2f} after, {clients} clients, "
           f"{seconds:g} s each after {WARMUP:g} s warm-up\n")
     print("| scenario | clients | req/s | p50 ms | p99 ms | non-2xx | lag p50 ms | lag p99 ms |\n"
           "|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in runs:
-        lag = f"{pct(lags, 0.50):.0f} | {pct(lags, 0.99):.0f}" if "=0" in name else " | "
+        lag = f"{pct(lags.server, 0.50):.0f} | {pct(lags.server, 0.99):.0f}" if "=0" in name else " | "
         print(f"| {name} | {clients} | {r['rate']:,.0f} | {r['p50']:.1f} | {r['p99']:.1f} "
               f"| {sum(r['failures'].values())} | {lag} |")
     print(f"\n| CPU ms per 201 | {' | '.join(CPU_GROUPS)} |\n|---|{'---:|' * len(CPU_GROUPS)}")
     for name, r in runs:
         print(f"| {name} | " + " | ".join(f"{r['cpu'][g]:.2f}" for g in CPU_GROUPS) + " |")
     print("\n".join(f"non-2xx, {name}: {dict(r['failures'])}" for name, r in runs if r["failures"]))
-    if missing:
-        print(f"{missing} orders answered 201 were still not in the orders table 30 s after the run")
+    if lags.missing:
+        print(f"{lags.missing} orders answered 201 were still not in the orders table 30 s after the run")
     for name, r in runs[1:]:
         ratio = r["rate"] / runs[0][1]["rate"]
         print(f"orders/s ÷ ceiling req/s, {name}: {ratio:.2f} {'PASS' if ratio >= TARGET_RATIO else 'MISS'}"
               f" (target ≥ {TARGET_RATIO:.2f})")
-    lag = pct(lags, 0.99)
-    print(f"projection lag p99: {lag:.0f} ms {'PASS' if lag <= TARGET_LAG_MS else 'MISS'} (target ≤ {TARGET_LAG_MS} ms)")
+    print(f"lag seen by the client (projection commit minus the moment the bench had its 201; negative: the"
+          f" order was in the read table before the 201 reached the client): p50 {pct(lags.client, 0.50):.0f} ms,"
+          f" p99 {pct(lags.client, 0.99):.0f} ms")
+    lag = pct(lags.server, 0.99)
+    print(f"projection lag p99 (the table's, from the start of the appending transaction): {lag:.0f} ms"
+          f" {'PASS' if lag <= TARGET_LAG_MS else 'MISS'} (target ≤ {TARGET_LAG_MS} ms)")
 
 
 async def main(seconds: float, clients: int) -> None:
@@ -277,17 +335,14 @@ async def main(seconds: float, clients: int) -> None:
         await stop([procs.pop("api")])
         procs["api"] = await spawn({**env, "READ_YOUR_WRITES_TIMEOUT": "0"}, "workers.cli", "api", "--port", str(port))
         await wait_ready(base, procs)
-        pending, lags, done = {}, [], asyncio.Event()
-        checker = asyncio.create_task(check_projection(database_url, pending, lags, done))
+        created = {}
+        watcher = await start_watching(database_url, env)
         nowait = await run_load(base, "/orders", tokens, products, seconds, pids("api"), database_url,
-                                on_created=pending.__setitem__)
-        done.set()
-        with suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(checker, 30)  # the backlog drains; what is still missing then is reported
-        lags.sort()
+                                on_created=created.__setitem__)
+        lags = await projection_lags(watcher, created, database_url)
         report(clients, seconds, [("ceiling: POST /ceiling, one INSERT", ceiling),
                                   ("POST /orders, waits for projection", waiting),
-                                  ("POST /orders, READ_YOUR_WRITES_TIMEOUT=0", nowait)], lags, len(pending))
+                                  ("POST /orders, READ_YOUR_WRITES_TIMEOUT=0", nowait)], lags)
     finally:
         await stop(list(procs.values()))
         try:
@@ -299,6 +354,8 @@ async def main(seconds: float, clients: int) -> None:
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--serve-ceiling":
         serve_ceiling(int(sys.argv[2]), sys.argv[3])
+    elif len(sys.argv) == 3 and sys.argv[1] == "--watch-projection":
+        watch_projection(sys.argv[2])
     else:
         parser = argparse.ArgumentParser()
         parser.add_argument("--seconds", type=float, default=20)
