@@ -149,6 +149,27 @@ async def test_events_flow_through_the_broker_into_the_read_table(services, pool
         assert checkpoint >= last.checkpoint
 
 
+async def test_a_cut_broker_connection_loses_and_duplicates_nothing(services, pool, counters):
+    async with pipeline(services, counters):
+        appending = asyncio.create_task(_streams(pool, 60))
+        first = (await stream_of(pool, 5))[0]
+        await eventually(lambda: _row_is(pool, first, (5, 150, [1, 2, 3, 4, 5])), what="the first stream")
+        # Cut while events flow: acks of a batch in hand fail on the dead channel, the broker
+        # delivers those messages again on the new one, and their versions make them duplicates.
+        cut = await eventually(lambda: services.admin.close_connections(services.vhost, "orders-projection-testcount"),
+                               what="the consumer's connection to cut")
+        assert len(cut) == 1
+        streams = [first, *await appending]
+
+        async def all_projected():
+            return all([await row(pool, s) == (5, 150, [1, 2, 3, 4, 5]) for s in streams])
+        await eventually(all_projected, what="every stream projected exactly once", timeout=60)
+
+
+async def _streams(pool, n: int) -> list[str]:
+    return [(await stream_of(pool, 5))[0] for _ in range(n)]
+
+
 async def test_a_poison_message_is_dead_lettered_and_other_streams_keep_flowing(services, pool, counters):
     async with pipeline(services, counters, max_attempts=3) as consumer:
         poisoned = f"count-{uuid.uuid4()}"

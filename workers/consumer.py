@@ -9,6 +9,8 @@ the message's fault: the worker waits for it and does not spend the message's at
 
 import asyncio
 import logging
+import os
+import urllib.parse
 from collections import Counter
 
 import aio_pika
@@ -45,8 +47,7 @@ class ProjectionConsumer:
         # No dependency injection: the handler takes the message from the broker's context. FastStream
         # would otherwise resolve the message parameter in a thread for every message, and decode
         # the JSON body that msgspec decodes anyway.
-        self.broker = RabbitBroker(rabbitmq_url, graceful_timeout=10, logger=log, log_level=logging.DEBUG,
-                                   apply_types=False)
+        self.broker = RabbitBroker(_named(rabbitmq_url, f"orders-projection-{projector.name}-{os.getpid()}"), graceful_timeout=10, logger=log, log_level=logging.DEBUG, apply_types=False)
         self.broker.subscriber(
             RabbitQueue(self.queue, queue_type=QueueType.QUORUM, declare=False),
             ack_policy=AckPolicy.MANUAL,
@@ -193,6 +194,13 @@ async def _ack(msg: RabbitMessage) -> None:
         await msg.ack()
     except Exception as exc:  # its channel is gone: the broker delivers it again, a duplicate to skip
         log.warning("could not ack message %s (%s); it will be delivered again", msg.message_id, exc)
+
+
+def _named(url: str, name: str) -> str:
+    """The URL with aio-pika's `name` parameter: the connection's name in the management UI."""
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(
+        [*urllib.parse.parse_qsl(parts.query), ("name", name)])))
 
 
 async def _body(msg: RabbitMessage) -> bytes:
