@@ -188,7 +188,8 @@ async def visible_bound(conn: AsyncConnection) -> int:
     xmin, xmax, xip = (await cur.fetchone())[0].split(":")
     if not xip:
         return int(xmax)
-    await conn.execute("SELECT pg_stat_clear_snapshot()")  # no cached activity from earlier in a transaction
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        await conn.execute("SELECT pg_stat_clear_snapshot()")  # no cached activity from earlier in it
     cur = await conn.execute(
         "SELECT backend_xid::text::bigint FROM pg_stat_activity"
         "  WHERE datname = current_database() AND backend_xid IS NOT NULL"
