@@ -26,7 +26,7 @@ from projections import registry
 from projections.base import Projector, fold_batch
 from projections.bulk import SCHEMA, bulk, bulk_in_process, init_worker, matches
 
-BATCH = 20000
+CATCH_UP_BATCH = 20000  # events per transaction of the catch-up
 PARALLEL_FROM = 100_000  # events: below this, starting processes costs more than it saves
 
 
@@ -40,11 +40,12 @@ def progress_bar(done: int, total: int, started: float) -> None:
     sys.stderr.flush()
 
 
-async def _replay(conn: AsyncConnection, projectors: list[Projector], after: tuple[int, int],
-                  on_batch: Callable[[int], None] = lambda n: None) -> tuple[tuple[int, int], int]:
-    """Catch up event by event from `after`, through the live consumers' `fold_batch`."""
+async def _replay(conn: AsyncConnection, projectors: list[Projector],
+                  after: tuple[int, int]) -> tuple[tuple[int, int], int]:
+    """Catch up from `after` through the live consumers' `fold_batch`; returns where it ended and
+    how many events it read."""
     applied = 0
-    while batch := await store.read_all(conn, after, BATCH):
+    while batch := await store.read_all(conn, after, CATCH_UP_BATCH):
         async with conn.transaction():
             for projector in projectors:
                 mine = [r for r in batch if matches(projector, r.type)]
@@ -52,7 +53,6 @@ async def _replay(conn: AsyncConnection, projectors: list[Projector], after: tup
                     await fold_batch(conn, projector, mine, strict=True)  # unknown types fail loudly
         after = batch[-1].checkpoint
         applied += len(batch)
-        on_batch(applied)
     return after, applied
 
 
