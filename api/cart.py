@@ -12,7 +12,7 @@ from msgspec import Meta
 
 from api import ordering
 from api.auth import event_meta, requires
-from api.orders import AddressIn, OrderOut, idempotency, placed
+from api.orders import AddressIn, OrderOut, idempotency, placed, watch_order
 from events.errors import Invalid, NotFound
 
 
@@ -103,9 +103,12 @@ async def checkout(data: JSONBody[CheckoutIn], request: Request, state: State) -
     key = idempotency(request, data)
     if not items and key is None:
         raise Invalid("cart", "the cart is empty")
-    order, created = await ordering.place(state.pool, request.user.id, items, data.shipping_address.address(),
-                                          event_meta(request), idempotency=key, from_cart=True)
-    return await placed(state, order, created)
+    order_id = uuid.uuid4()
+    with watch_order(state, order_id) as watch:
+        order, created = await ordering.place(state.pool, request.user.id, items, data.shipping_address.address(),
+                                              event_meta(request), idempotency=key, from_cart=True,
+                                              order_id=order_id)
+        return await placed(state, order, created, watch)
 
 
 ROUTES = [get_cart, set_item, remove_item, empty_cart, checkout]

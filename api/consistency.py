@@ -2,29 +2,52 @@
 
 The projection runner NOTIFYs `projected` with lines "<projection> <stream> <version>" in the
 transaction that applies a batch of events; each API process keeps one LISTEN connection and wakes
-the requests waiting for those streams. A request registers its wait before it checks the read
-table, so a notification cannot slip between the check and the wait. Past the deadline the
-command's answer is still correct (it is built from the write side); only a list read right after
-it may not show it yet.
+the requests waiting for those streams. A command registers a `watch` on its stream before its
+transaction commits: the projection cannot apply an event before it is committed, so while the
+LISTEN connection stays up every notification for that commit reaches the watch, and after the
+commit `reached` needs no query (it returns at once when the version was already notified).
+Notifications sent while the listener is down are lost, so the listener bumps `epoch` on every
+(re)connection; a watch registered while not listening, or under another epoch, falls back to
+querying the read table's version (through the pool) before it waits, as does `wait`, which
+registers only after the commit. Past the deadline the command's answer is still correct (it is
+built from the write side); only a list read right after it may not show it yet.
 """
 
 import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 
 import psycopg
 from psycopg import AsyncConnection
 
 log = logging.getLogger(__name__)
 
+ReadVersion = Callable[[AsyncConnection], Awaitable[int]]
+
+
+class Watch:
+    """The highest version of one stream notified since the watch was registered."""
+
+    __slots__ = ("epoch", "future", "projection", "seen", "stream", "target")
+
+    def __init__(self, projection: str, stream: str, epoch: int | None):
+        self.projection, self.stream = projection, stream
+        self.epoch = epoch  # the listener's epoch at registration; None: it was not listening
+        self.seen = 0
+        self.target = 0
+        self.future: asyncio.Future | None = None  # while `reached` waits: True reached, False reconnected
+
 
 class Projected:
     def __init__(self, database_url: str, on_wait=lambda: None):
         self.database_url = database_url
         self.on_wait = on_wait  # wakes the relay: the wait follows a commit the relay has not seen
-        self._waiters: dict[tuple[str, str], list[tuple[int, asyncio.Future]]] = defaultdict(list)
+        self._watches: dict[tuple[str, str], list[Watch]] = defaultdict(list)
         self._task: asyncio.Task | None = None
-        self._listening = asyncio.Event()
+        self.epoch = 0  # bumped on every (re)connection of the LISTEN connection
+        self.listening = False
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._listen())
@@ -38,36 +61,89 @@ class Projected:
             try:
                 async with await AsyncConnection.connect(self.database_url, autocommit=True) as conn:
                     await conn.execute("LISTEN projected")
-                    self._listening.set()
+                    self._connected()
                     async for note in conn.notifies():
                         self._wake(note.payload)
             except psycopg.OperationalError as exc:
-                self._listening.clear()
+                self.listening = False
                 log.warning("read-your-writes listener lost the database (%s)", exc)
                 await asyncio.sleep(1)
+            finally:
+                self.listening = False  # also when the task ends
+
+    def _connected(self) -> None:
+        self.epoch += 1
+        self.listening = True
+        for watches in self._watches.values():  # notifications may have been lost: re-check by query
+            for w in watches:
+                if w.future is not None and not w.future.done():
+                    w.future.set_result(False)
 
     def _wake(self, payload: str) -> None:
         for line in payload.splitlines():  # one line per stream of the batch a projection committed
             projection, stream, version = line.split(" ")
-            for target, future in self._waiters.get((projection, stream), ()):
-                if int(version) >= target and not future.done():
-                    future.set_result(None)
+            watches = self._watches.get((projection, stream))
+            if not watches:
+                continue
+            version = int(version)
+            for w in watches:
+                w.seen = max(w.seen, version)
+                if w.future is not None and version >= w.target and not w.future.done():
+                    w.future.set_result(True)
 
-    async def wait(self, pool, projection: str, stream: str, version: int, read_version, timeout: float) -> bool:
-        """True once `read_version(conn)` (the read table's version) reaches `version`; False at the deadline."""
-        self.on_wait()
-        future = asyncio.get_running_loop().create_future()
+    @contextmanager
+    def watch(self, projection: str, stream: str) -> Iterator[Watch]:
+        """Record the versions of `stream` that `projection` notifies from now on; enter it before the
+        command's transaction commits."""
         key = (projection, stream)
-        self._waiters[key].append((version, future))
+        w = Watch(projection, stream, self.epoch if self.listening else None)
+        self._watches[key].append(w)
         try:
-            async with pool.connection() as conn:
-                if await read_version(conn) >= version:
-                    return True
-            await asyncio.wait_for(future, timeout)
-            return True
-        except asyncio.TimeoutError:
-            return False
+            yield w
         finally:
-            self._waiters[key] = [w for w in self._waiters[key] if w[1] is not future]
-            if not self._waiters[key]:
-                del self._waiters[key]
+            watches = self._watches[key]
+            watches.remove(w)
+            if not watches:
+                del self._watches[key]
+
+    async def reached(self, watch: Watch, version: int, timeout: float, pool, read_version: ReadVersion) -> bool:
+        """True once the projection has applied `version` of the watched stream; False at the deadline
+        (at once with a timeout <= 0: no query, no wait). `read_version(conn)` reads the read table's
+        version, needed only when the listener was not up the whole time since the watch began."""
+        if timeout <= 0:
+            return False
+        if watch.seen >= version:
+            return True
+        self.on_wait()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        watch.target = version
+        check = watch.epoch is None or watch.epoch != self.epoch or not self.listening
+        while True:
+            if check:
+                watch.epoch = self.epoch if self.listening else None
+                async with pool.connection() as conn:
+                    if await read_version(conn) >= version:
+                        return True
+                if watch.seen >= version:
+                    return True
+                if self.listening and watch.epoch != self.epoch:
+                    continue  # reconnected during the query: a notification may have been lost again
+            watch.future = loop.create_future()
+            try:
+                if await asyncio.wait_for(watch.future, deadline - loop.time()):
+                    return True
+            except TimeoutError:
+                return False
+            finally:
+                watch.future = None
+            check = True  # the listener reconnected while we waited
+
+    async def wait(self, pool, projection: str, stream: str, version: int, read_version: ReadVersion,
+                   timeout: float) -> bool:
+        """`reached` for a command that did not watch before its commit: checks the read table first."""
+        if timeout <= 0:
+            return False
+        with self.watch(projection, stream) as w:
+            w.epoch = None  # registered after the commit: a notification may have come before
+            return await self.reached(w, version, timeout, pool, read_version)

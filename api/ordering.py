@@ -59,11 +59,12 @@ async def _held_order(conn: AsyncConnection, buyer_id: uuid.UUID, key: str, dige
 
 
 async def place(pool: AsyncConnectionPool, buyer_id: uuid.UUID, items: list[tuple[uuid.UUID, int]], address: Address,
-                meta: Meta, *, idempotency: tuple[str, bytes] | None = None, from_cart: bool = False
-                ) -> tuple[Order, bool]:
-    """Returns the order and whether it was created now (False: an idempotent replay)."""
+                meta: Meta, *, idempotency: tuple[str, bytes] | None = None, from_cart: bool = False,
+                order_id: uuid.UUID | None = None) -> tuple[Order, bool]:
+    """Returns the order and whether it was created now (False: an idempotent replay, whose order has
+    another id than `order_id`, the id a new order gets: the caller may pick it to watch its stream)."""
     wanted = merge(items)
-    order_id = uuid.uuid4()
+    order_id = uuid.uuid4() if order_id is None else order_id
     now = datetime.now(UTC)
     async with pool.connection() as conn, conn.transaction():
         # Locks first, reads after (see projections/catalog.py: lock). Two retries with one

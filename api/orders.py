@@ -14,6 +14,7 @@ from msgspec import Meta
 
 from api import ordering
 from api.auth import event_meta, requires
+from api.consistency import Watch
 from api.pagination import decode_cursor, encode_cursor
 from events import orders
 from events.errors import Invalid, NotFound
@@ -105,15 +106,29 @@ def idempotency(request: Request, body: object) -> tuple[str, bytes] | None:
     return key, hashlib.sha256(msgspec.json.encode(body, order="sorted")).digest()
 
 
-async def read_your_write(state: State, order: Order) -> None:
+async def read_your_write(state: State, order: Order, watch: Watch | None = None) -> None:
+    """Wait for the orders projection to apply `order.version`: through `watch` when it was entered before
+    the command committed (on the order's stream), otherwise by checking the read table first."""
     projector: OrdersProjector = state.orders_projector
     stream = orders.stream(order.id)
-    await state.projected.wait(state.pool, "orders", stream, order.version,
-                               lambda conn: projector.version(conn, stream), state.settings.ryw_timeout)
+
+    def read_version(conn):
+        return projector.version(conn, stream)
+
+    if watch is not None and watch.stream == stream:
+        await state.projected.reached(watch, order.version, state.settings.ryw_timeout, state.pool, read_version)
+    else:
+        await state.projected.wait(state.pool, "orders", stream, order.version, read_version,
+                                   state.settings.ryw_timeout)
 
 
-async def placed(state: State, order: Order, created: bool) -> Response[OrderOut]:
-    await read_your_write(state, order)
+def watch_order(state: State, order_id: uuid.UUID):
+    """Enter before the command that writes the order's stream commits (see api/consistency.py)."""
+    return state.projected.watch("orders", orders.stream(order_id))
+
+
+async def placed(state: State, order: Order, created: bool, watch: Watch | None = None) -> Response[OrderOut]:
+    await read_your_write(state, order, watch if created else None)  # a replay's order is an earlier one
     headers = {"Location": f"/orders/{order.id}"}
     if not created:
         headers["Idempotent-Replayed"] = "true"
@@ -123,10 +138,13 @@ async def placed(state: State, order: Order, created: bool) -> Response[OrderOut
 @post("/orders", guards=[requires("buyer")], operation_id="placeOrder", tags=["orders"],
       summary="Place an order; stock is reserved at once (honours Idempotency-Key)")
 async def place_order(data: JSONBody[OrderIn], request: Request, state: State) -> Response[OrderOut]:
-    order, created = await ordering.place(
-        state.pool, request.user.id, [(i.product_id, i.quantity) for i in data.items],
-        data.shipping_address.address(), event_meta(request), idempotency=idempotency(request, data))
-    return await placed(state, order, created)
+    order_id = uuid.uuid4()
+    with watch_order(state, order_id) as watch:
+        order, created = await ordering.place(
+            state.pool, request.user.id, [(i.product_id, i.quantity) for i in data.items],
+            data.shipping_address.address(), event_meta(request), idempotency=idempotency(request, data),
+            order_id=order_id)
+        return await placed(state, order, created, watch)
 
 
 async def _current(state: State, order_id: uuid.UUID) -> Order | None:
@@ -190,8 +208,9 @@ async def list_orders(
 
 
 async def _transition(request: Request, state: State, order_id: uuid.UUID, decide) -> OrderOut:
-    order = await ordering.transition(state.pool, order_id, request.user, decide, event_meta(request))
-    await read_your_write(state, order)
+    with watch_order(state, order_id) as watch:
+        order = await ordering.transition(state.pool, order_id, request.user, decide, event_meta(request))
+        await read_your_write(state, order, watch)
     return out(order)
 
 

@@ -2,7 +2,9 @@
 
 import asyncio
 import logging
+import time
 import uuid
+from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 
 import jwt
@@ -15,6 +17,7 @@ log = logging.getLogger(__name__)
 
 ACCESS, REFRESH = "access", "refresh"
 _REQUIRED = ["sub", "role", "typ", "jti", "fam", "iat", "exp", "iss", "aud"]
+VERIFIED_CACHE_SIZE = 4096  # access tokens whose signature and claims were verified (LRU)
 
 
 class InvalidToken(Exception):
@@ -57,6 +60,11 @@ class Tokens:
         self.secret, self.issuer, self.audience = secret, settings.jwt_issuer, settings.jwt_audience
         self.access_ttl = timedelta(minutes=settings.access_token_minutes)
         self.refresh_ttl = timedelta(days=settings.refresh_token_days)
+        # Verified access tokens by their exact text: HMAC verification is deterministic, so the same
+        # string verifies the same way again, save for the expiry, checked on every hit. Revocation and
+        # deactivation are checked per request elsewhere (accounts.load_caller), never cached here.
+        self._verified: OrderedDict[str, tuple[dict, int]] = OrderedDict()
+        self.clock = time.time  # seconds since the epoch, as PyJWT compares `exp`
 
     def issue(self, typ: str, user_id: uuid.UUID, role: str, family: uuid.UUID,
               jti: uuid.UUID | None = None) -> tuple[str, datetime]:
@@ -67,7 +75,18 @@ class Tokens:
         return jwt.encode(claims, self.secret, algorithm="HS256"), expires
 
     def decode(self, token: str, typ: str) -> dict:
-        """Verify signature, algorithm, expiry, issuer, audience, required claims and the token type."""
+        """Verify signature, algorithm, expiry, issuer, audience, required claims and the token type.
+        Access tokens verified once are remembered (bounded LRU; failures never are); the answer is a
+        copy the caller may change."""
+        if typ == ACCESS and (hit := self._verified.get(token)) is not None:
+            claims, expires = hit
+            if expires <= self.clock():
+                self._verified.pop(token, None)
+                raise InvalidToken("Signature has expired")
+            if claims["typ"] != typ:  # only access tokens are stored; checked all the same
+                raise InvalidToken(f"a {claims['typ']} token cannot be used as a {typ} token")
+            self._verified.move_to_end(token)
+            return dict(claims)  # the values are str, UUID and int: a shallow copy is a full one
         try:
             claims = jwt.decode(token, self.secret, algorithms=["HS256"], audience=self.audience,
                                 issuer=self.issuer, options={"require": _REQUIRED})
@@ -77,4 +96,8 @@ class Tokens:
             raise InvalidToken(str(exc)) from None
         if claims["typ"] != typ:
             raise InvalidToken(f"a {claims['typ']} token cannot be used as a {typ} token")
+        if typ == ACCESS:
+            self._verified[token] = (dict(claims), int(claims["exp"]))
+            if len(self._verified) > VERIFIED_CACHE_SIZE:
+                self._verified.popitem(last=False)
         return claims

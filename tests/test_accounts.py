@@ -322,3 +322,90 @@ async def test_the_users_read_table_equals_what_the_events_say(client, admin, se
             user = await load_user(conn, row[0])
             assert row == (user.id, user.email, user.name, user.role, user.active, user.created_at, user.version)
     assert any(r[0] == uuid.UUID(changed["id"]) and r[3] == "seller" and r[4] is False for r in rows)
+
+
+# The verified-token cache (api/security.py Tokens.decode)
+
+@pytest.fixture(scope="module")
+async def served(services):
+    """An API of its own whose Tokens a test may look into and whose clock it may move."""
+    app = create_app(services.settings(login_rate_limit=10_000, register_rate_limit=10_000))
+    async with serve(app) as c:
+        yield app, c
+
+
+def counting_verifications(monkeypatch) -> list[str]:
+    verified, real = [], jwt.decode
+
+    def decode(token, *args, **kwargs):
+        verified.append(token)
+        return real(token, *args, **kwargs)
+    monkeypatch.setattr(jwt, "decode", decode)
+    return verified
+
+
+async def test_a_cached_access_token_is_verified_once_and_tampering_still_fails(served, monkeypatch):
+    app, c = served
+    address = email()
+    await register(c, address=address)
+    tokens = await login(c, address)
+    verified = counting_verifications(monkeypatch)
+    for _ in range(3):
+        assert (await c.get("/auth/me", headers=bearer(tokens))).status_code == 200
+    assert verified.count(tokens["access_token"]) == 1
+    header, payload, signature = tokens["access_token"].split(".")
+    tampered_payload = base64.urlsafe_b64encode(
+        json.dumps({**claims_of(tokens["access_token"]), "role": "admin"}).encode()).decode().rstrip("=")
+    flipped = signature[:10] + ("A" if signature[10] != "A" else "B") + signature[11:]
+    for bad in (f"{header}.{tampered_payload}.{signature}", f"{header}.{payload}.{flipped}",
+                tokens["access_token"] + "x", tokens["refresh_token"]):
+        for _ in range(2):  # a failure is never cached: the second try is refused by verification again
+            assert (await c.get("/auth/me", headers=bearer(bad))).status_code == 401
+        assert bad not in app.state.tokens._verified
+    # a refresh token verified as a refresh token is not an access token either
+    r = await c.post("/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+    assert r.status_code == 200
+    assert (await c.get("/auth/me", headers=bearer(r.json()["refresh_token"]))).status_code == 401
+    assert tokens["refresh_token"] not in app.state.tokens._verified
+    assert (await c.get("/auth/me", headers=bearer(tokens))).status_code == 200
+
+
+async def test_a_cached_access_token_is_refused_once_it_expires(served, monkeypatch):
+    app, c = served
+    address = email()
+    await register(c, address=address)
+    tokens = await login(c, address)
+    assert (await c.get("/auth/me", headers=bearer(tokens))).status_code == 200
+    assert tokens["access_token"] in app.state.tokens._verified
+    expires = claims_of(tokens["access_token"])["exp"]
+    monkeypatch.setattr(app.state.tokens, "clock", lambda: expires)
+    r = await c.get("/auth/me", headers=bearer(tokens))
+    assert r.status_code == 401 and "expired" in r.json()["detail"]
+    assert tokens["access_token"] not in app.state.tokens._verified
+
+
+async def test_a_revoked_login_is_refused_though_its_access_token_is_cached(served):
+    app, c = served
+    address = email()
+    await register(c, address=address)
+    tokens = await login(c, address)
+    assert (await c.get("/auth/me", headers=bearer(tokens))).status_code == 200
+    assert (await c.post("/auth/logout", headers=bearer(tokens))).status_code == 204
+    assert tokens["access_token"] in app.state.tokens._verified
+    assert (await c.get("/auth/me", headers=bearer(tokens))).status_code == 401
+
+
+def test_the_cache_is_bounded_and_answers_copies(services, monkeypatch):
+    from api import security
+
+    tokens = security.Tokens(services.settings())
+    monkeypatch.setattr(security, "VERIFIED_CACHE_SIZE", 2)
+    issued = [tokens.issue(security.ACCESS, uuid.uuid4(), "buyer", uuid.uuid4())[0] for _ in range(3)]
+    for token in issued:
+        tokens.decode(token, security.ACCESS)
+    assert list(tokens._verified) == issued[1:]
+    claims = tokens.decode(issued[2], security.ACCESS)
+    claims["role"] = "admin"
+    assert tokens.decode(issued[2], security.ACCESS)["role"] == "buyer"
+    with pytest.raises(security.InvalidToken):
+        tokens.decode(issued[2], security.REFRESH)

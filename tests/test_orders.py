@@ -327,3 +327,142 @@ async def test_a_cursor_of_another_listing_is_a_422(client, seller, buyer):
     cursor = (await client.get("/products", params={"limit": 1})).json()["next_cursor"]
     r = await client.get("/orders", params={"cursor": cursor}, headers=bearer(buyer))
     assert r.status_code == 422 and r.json()["field"] == "cursor"
+
+
+# Read-your-writes without a query: a command watches its order's notifications before it commits.
+
+@pytest.fixture(scope="module")
+async def watched(services, projections_running):
+    """An API of its own, whose read-your-writes machinery a test may observe and disturb; a 5 s timeout,
+    so that a wait left hanging by a lost notification shows."""
+    from api.app import create_app
+    from tests.support import serve
+
+    app = create_app(services.settings(ryw_timeout=5.0))
+    async with serve(app) as c:
+        async def listening():
+            return app.state.projected.listening
+        await eventually(listening, what="the read-your-writes LISTEN connection")
+        yield app, c
+
+
+def version_reads(monkeypatch, app) -> list[str]:
+    """The streams whose read-table version the API queries from now on (both projections)."""
+    reads = []
+    for projector in (app.state.orders_projector, app.state.catalog_projector):
+        async def version(conn, stream, real=projector.version):
+            reads.append(stream)
+            return await real(conn, stream)
+        monkeypatch.setattr(projector, "version", version)
+    return reads
+
+
+async def listed_ids(client, buyer, **params) -> set[str]:
+    return {o["id"] for o in (await client.get("/orders", params=params, headers=bearer(buyer))).json()["items"]}
+
+
+async def test_order_commands_read_their_writes_without_querying_the_read_table(watched, seller, monkeypatch):
+    app, c = watched
+    buyer = await account(c, "buyer")
+    p = await new_product(c, seller)
+    reads = version_reads(monkeypatch, app)
+    items = [{"product_id": p["id"], "quantity": 1}]
+    o = (await order(c, buyer, items)).json()
+    assert o["id"] in await listed_ids(c, buyer, status="pending")
+    assert (await c.post(f"/orders/{o['id']}/pay", headers=bearer(buyer))).status_code == 200
+    assert o["id"] in await listed_ids(c, buyer, status="paid")
+    assert (await c.post(f"/orders/{o['id']}/cancel", headers=bearer(buyer))).status_code == 200
+    assert o["id"] in await listed_ids(c, buyer, status="cancelled")
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    first = (await order(c, buyer, items, **key)).json()
+    assert first["id"] in await listed_ids(c, buyer, status="pending")
+    assert reads == []
+    # a replay answers an earlier order, which it did not watch: it checks the read table
+    again = await order(c, buyer, items, **key)
+    assert again.json()["id"] == first["id"] and again.headers["idempotent-replayed"] == "true"
+    assert reads == [f"order-{first['id']}"]
+    assert app.state.projected._watches == {}  # every watch was unregistered
+
+
+async def row_version(pool, order_id) -> int:
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT version FROM orders WHERE id = %s", (order_id,))
+        row = await cur.fetchone()
+        return row[0] if row else 0
+
+
+@pytest.mark.parametrize("command", ["place", "pay"])
+@pytest.mark.parametrize("outage", ["reconnected meanwhile", "down at the watch"])
+async def test_a_listener_outage_falls_back_to_reading_the_version(watched, seller, pool, monkeypatch, outage, command):
+    """Notifications sent while the LISTEN connection is down are lost: the command's notification is lost
+    here, so only the query after the commit can tell that the projection applied it (a wait alone would
+    last the whole 5 s)."""
+    from api import ordering
+
+    app, c = watched
+    projected = app.state.projected
+    buyer = await account(c, "buyer")
+    p = await new_product(c, seller)
+    pending = (await order(c, buyer, [{"product_id": p["id"], "quantity": 1}])).json()
+    reads = version_reads(monkeypatch, app)
+    restored = []
+
+    def during_an_outage(use_case):
+        async def run(*args, **kwargs):
+            projected._wake = lambda payload: None  # the notifications of this commit are lost
+            result = await use_case(*args, **kwargs)
+            o = result[0] if command == "place" else result
+
+            async def applied():
+                return await row_version(pool, o.id) >= o.version
+            await eventually(applied, what="the projection to apply the command")
+            del projected._wake
+            projected._connected()  # what the listener does when it is back
+            restored.append(asyncio.get_running_loop().time())
+            return result
+        return run
+
+    name = "place" if command == "place" else "transition"
+    monkeypatch.setattr(ordering, name, during_an_outage(getattr(ordering, name)))
+    if outage == "down at the watch":
+        projected.listening = False
+    epoch = projected.epoch
+    try:
+        if command == "place":
+            r = await order(c, buyer, [{"product_id": p["id"], "quantity": 1}])
+            assert r.status_code == 201, r.text
+            order_id, status = r.json()["id"], "pending"
+        else:
+            r = await c.post(f"/orders/{pending['id']}/pay", headers=bearer(buyer))
+            assert r.status_code == 200, r.text
+            order_id, status = pending["id"], "paid"
+    finally:
+        projected.__dict__.pop("_wake", None)
+        projected.listening = True
+    assert asyncio.get_running_loop().time() - restored[0] < 2.5  # not the 5 s timeout
+    assert projected.epoch == epoch + 1
+    assert reads == [f"order-{order_id}"]
+    assert order_id in await listed_ids(c, buyer, status=status)
+
+
+async def test_without_a_read_your_writes_timeout_commands_neither_query_nor_wait(services, projections_running,
+                                                                                 seller, monkeypatch):
+    from api.app import create_app
+    from tests.support import serve
+
+    app = create_app(services.settings(ryw_timeout=0))
+    async with serve(app) as c:
+        buyer = await account(c, "buyer")
+        reads = version_reads(monkeypatch, app)
+        waits = []
+        monkeypatch.setattr(app.state.projected, "on_wait", lambda: waits.append(1))
+        p = await new_product(c, seller)
+        items = [{"product_id": p["id"], "quantity": 1}]
+        key = {"Idempotency-Key": str(uuid.uuid4())}
+        o = await order(c, buyer, items, **key)
+        assert o.status_code == 201
+        assert (await order(c, buyer, items, **key)).headers["idempotent-replayed"] == "true"
+        assert (await c.post(f"/orders/{o.json()['id']}/pay", headers=bearer(buyer))).status_code == 200
+        assert (await c.post(f"/orders/{o.json()['id']}/cancel", headers=bearer(buyer))).status_code == 200
+        assert reads == [] and waits == []
+        assert (await c.get(f"/orders/{o.json()['id']}", headers=bearer(buyer))).json()["status"] == "cancelled"
