@@ -1,13 +1,16 @@
 """A projection worker: consumes `projections.<name>` and applies the events to its projector in
 batches, one transaction each.
 
-Acks only after the batch's transaction commits. A message whose handling fails is published
-again with an attempt count (to the back of the queue, so other streams keep flowing) and, after
-`max_attempts`, to the dead-letter queue with the error in its headers. Losing the database is not
-the message's fault: the worker waits for it and does not spend the message's attempts.
+Acks only after the batch's transaction commits, and with as few acks as it can: one `basic.ack`
+with `multiple` for the done deliveries of a channel that no unsettled one precedes. A message whose
+handling fails is published again with an attempt count (to the back of the queue, so other streams
+keep flowing) and, after `max_attempts`, to the dead-letter queue with the error in its headers.
+Losing the database is not the message's fault: the worker waits for it and does not spend the
+message's attempts.
 """
 
 import asyncio
+import enum
 import logging
 import os
 import urllib.parse
@@ -17,6 +20,8 @@ import aio_pika
 import msgspec
 import psycopg
 import psycopg_pool
+from aio_pika.exceptions import ChannelInvalidStateError
+from aiormq.abc import AbstractChannel
 from faststream import AckPolicy
 from faststream.rabbit import Channel, RabbitBroker, RabbitMessage, RabbitQueue
 from faststream.rabbit.schemas import QueueType
@@ -33,6 +38,56 @@ log = logging.getLogger(__name__)
 _OUTAGES = (psycopg.OperationalError, psycopg_pool.PoolTimeout)
 
 
+class _State(enum.Enum):
+    WAITING = enum.auto()  # in `_pending` or in the batch in hand
+    RETRYING = enum.auto()  # unacked until its copy is re-published
+    DONE = enum.auto()  # committed, not acked yet
+    ACKED = enum.auto()  # acked alone: settled, but no tag for a multiple ack (the broker forgot it)
+
+
+class _Deliveries:
+    """The deliveries of one channel from its first unsettled one, by delivery tag (1, 2, ...).
+
+    An ack with `multiple` settles every delivery up to its tag, waiting, retrying or not yet handled
+    ones too: so it only goes up to the watermark, below which every tag is settled."""
+
+    def __init__(self) -> None:
+        self.watermark = 0
+        self.last = 0  # the highest tag `handle` has seen
+        self.states: dict[int, _State] = {}
+        self.unacked: dict[int, RabbitMessage] = {}  # the DONE ones
+
+    def register(self, msg: RabbitMessage) -> None:
+        tag = msg.raw_message.delivery_tag
+        self.states[tag] = _State.WAITING
+        self.last = max(self.last, tag)
+
+    def mark(self, msg: RabbitMessage, state: _State) -> None:
+        tag = msg.raw_message.delivery_tag
+        self.states[tag] = state
+        if state is _State.DONE:
+            self.unacked[tag] = msg
+
+    def advance(self, everything: bool = False) -> tuple[RabbitMessage | None, list[RabbitMessage]]:
+        """Move the watermark over the settled tags. Returns the message to ack with `multiple` (the
+        last done one passed, if any) and the done ones to ack alone: all of them if `everything`,
+        else those behind a tag that will not settle soon (a retry takes seconds, and a prefetch
+        window full of done messages stalls the queue; a tag `handle` skipped never settles)."""
+        upto = None
+        while (state := self.states.get(self.watermark + 1)) in (_State.DONE, _State.ACKED):
+            self.watermark += 1
+            del self.states[self.watermark]
+            if state is _State.DONE:
+                upto = self.unacked.pop(self.watermark)
+        held = self.states.get(self.watermark + 1)
+        if not (everything or held is _State.RETRYING or (held is None and self.watermark < self.last)):
+            return upto, []
+        alone = list(self.unacked.values())
+        self.states.update(dict.fromkeys(self.unacked, _State.ACKED))
+        self.unacked.clear()
+        return upto, alone
+
+
 class ProjectionConsumer:
     def __init__(self, projector: Projector, database_url: str, rabbitmq_url: str, *,
                  max_attempts: int = 5, prefetch: int = 256, batch_size: int = 128,
@@ -42,7 +97,7 @@ class ProjectionConsumer:
         self.bindings = bindings
         self.rabbitmq_url = rabbitmq_url
         self.max_attempts, self.batch_size = max_attempts, batch_size
-        self.counts: Counter[str] = Counter()
+        self.counts: Counter[str] = Counter()  # outcomes, failures, and the acks sent
         self.pool = make_pool(database_url, min_size=1, max_size=4)
         # No dependency injection: the handler takes the message from the broker's context. FastStream
         # would otherwise resolve the message parameter in a thread for every message, and decode
@@ -60,6 +115,7 @@ class ProjectionConsumer:
         self._pending: list[RabbitMessage] = []
         self._flusher: asyncio.Task | None = None
         self._retries: set[asyncio.Task] = set()
+        self._deliveries: dict[AbstractChannel, _Deliveries] = {}  # a new channel restarts the tags
 
     async def start(self) -> None:
         await self.pool.open()
@@ -73,6 +129,7 @@ class ProjectionConsumer:
             await asyncio.wait([self._flusher])  # the batch in hand commits (or rolls back); the rest is redelivered
         for retry in list(self._retries):
             retry.cancel()  # not acked yet: the broker delivers the message again
+        await self._ack_done(everything=True)
         await self.broker.stop()
         await self.pool.close()
 
@@ -89,7 +146,16 @@ class ProjectionConsumer:
         Returning at once lets FastStream hand over the next prefetched message, so while one batch
         is in the database the next one gathers: one transaction per batch instead of per event,
         and no waiting when the queue is quiet (a batch is whatever arrived meanwhile)."""
-        self._pending.append(self.broker.context.get_local("message"))
+        msg = self.broker.context.get_local("message")
+        try:
+            channel = msg.raw_message.channel
+        except ChannelInvalidStateError:
+            pass  # never acked: the broker delivers it again on another channel
+        else:
+            if (deliveries := self._deliveries.get(channel)) is None:
+                deliveries = self._deliveries[channel] = _Deliveries()
+            deliveries.register(msg)
+        self._pending.append(msg)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
 
@@ -116,12 +182,12 @@ class ProjectionConsumer:
             # failing one is retried (and, in the end, dead-lettered).
             for msg, recorded in decoded:
                 if self._closing:
-                    return  # the rest is delivered again
+                    return  # the rest is delivered again; stop() acks the done ones
                 await self._apply_alone(msg, recorded)
-            return
-        for (msg, recorded), outcome in zip(decoded, outcomes, strict=True):
-            self._done(msg, recorded, outcome)
-            await _ack(msg)
+        else:
+            for (msg, recorded), outcome in zip(decoded, outcomes, strict=True):
+                self._done(msg, recorded, outcome)
+        await self._ack_done()
 
     async def _apply_alone(self, msg: RabbitMessage, recorded: Recorded) -> None:
         correlation_id.set(msg.correlation_id)
@@ -133,9 +199,9 @@ class ProjectionConsumer:
             self._failed(msg, exc)
         else:
             self._done(msg, recorded, outcome)
-            await _ack(msg)
 
     def _done(self, msg: RabbitMessage, recorded: Recorded, outcome: Outcome) -> None:
+        self._mark(msg, _State.DONE)
         self.counts[outcome.value] += 1
         if log.isEnabledFor(logging.DEBUG):
             correlation_id.set(msg.correlation_id)
@@ -147,6 +213,7 @@ class ProjectionConsumer:
         not wait out this message's backoff. It stays unacked until then."""
         correlation_id.set(msg.correlation_id)
         attempts = int((msg.headers or {}).get("x-attempts", 0)) + 1
+        self._mark(msg, _State.RETRYING)
         self.counts["failed"] += 1
         log.error("projection %s failed on message %s (attempt %d)", self.projector.name, msg.message_id, attempts,
                   exc_info=exc)
@@ -186,14 +253,39 @@ class ProjectionConsumer:
         except Exception:  # the broker is away: unacked, the message comes back when it is back
             log.exception("projection %s could not re-publish message %s", self.projector.name, msg.message_id)
             return
-        await _ack(msg)  # after the copy is published: nothing is lost in between
+        if await self._ack(msg):  # after the copy is published: nothing is lost in between
+            self._mark(msg, _State.ACKED)  # only now may a multiple ack cover its tag
 
+    def _mark(self, msg: RabbitMessage, state: _State) -> None:
+        try:
+            deliveries = self._deliveries.get(msg.raw_message.channel)
+        except ChannelInvalidStateError:
+            return  # its channel is gone: nothing of it is acked any more
+        if deliveries is not None:
+            deliveries.mark(msg, state)
 
-async def _ack(msg: RabbitMessage) -> None:
-    try:
-        await msg.ack()
-    except Exception as exc:  # its channel is gone: the broker delivers it again, a duplicate to skip
-        log.warning("could not ack message %s (%s); it will be delivered again", msg.message_id, exc)
+    async def _ack_done(self, everything: bool = False) -> None:
+        """Ack what is done, per channel, and forget the channels that are closed.
+
+        Only the flusher calls it (and stop(), once the flusher is finished): the acks go out in
+        the order they are decided, so none is sent after a multiple ack that covers its tag."""
+        for channel, deliveries in list(self._deliveries.items()):
+            upto, alone = deliveries.advance(everything)
+            if upto is not None:
+                await self._ack(upto, multiple=True)
+            for msg in alone:
+                await self._ack(msg)
+            if channel.is_closed:
+                self._deliveries.pop(channel, None)  # its unacked deliveries come again on a new one
+
+    async def _ack(self, msg: RabbitMessage, multiple: bool = False) -> bool:
+        try:
+            await msg.ack(multiple=multiple)
+        except Exception as exc:  # its channel is gone: the broker delivers it again, a duplicate to skip
+            log.warning("could not ack message %s (%s); it will be delivered again", msg.message_id, exc)
+            return False
+        self.counts["acks"] += 1
+        return True
 
 
 def _named(url: str, name: str) -> str:
