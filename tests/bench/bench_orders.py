@@ -1,9 +1,11 @@
 """POST /orders through the whole system (API, relay, workers as real processes) beside a ceiling taken
 in the same run: a bare Litestar + psycopg endpoint doing one INSERT. Run by hand, never in CI:
-python -m tests.bench.bench_orders [--seconds 20] [--clients 32] [--rounds 4]. Runs, in turns: the ceiling;
-POST /orders as deployed (the 201 waits for the projection); POST /orders on a second API process with
-READ_YOUR_WRITES_TIMEOUT=0, with a watcher process timing the projection lag from the projection's
-commit notifications. Its own database and vhost, removed at the end even on failure.
+python -m tests.bench.bench_orders [--seconds 20] [--clients 32] [--rounds 4] [--floor-orders 5000]. Runs, in
+turns: the ceiling; POST /orders as deployed (the 201 waits for the projection); POST /orders on a second API
+process with READ_YOUR_WRITES_TIMEOUT=0, with a watcher process timing the projection lag from the
+projection's commit notifications. Then bench_broker_floor's cheapest shape, to show what the target leaves
+per order for the API and the database once the client and the broker pipeline are paid. Its own database
+and vhosts, removed at the end even on failure.
 """
 
 import argparse
@@ -273,6 +275,38 @@ async def projection_lags(watcher: asyncio.subprocess.Process, created: dict, da
                 missing=len(created) - len(ids))
 
 
+async def broker_floor(pairs: int) -> dict:
+    """bench_broker_floor's cheapest shape (one multiple ack per 64 messages) in a vhost of its own,
+    run while the servers above are idle: CPU ms per order by process group."""
+    from tests.bench import bench_broker_floor as floor
+
+    vhost = f"orders_bench_floor_{uuid.uuid4().hex[:10]}"
+    admin = RabbitAdmin()
+    await admin.create_vhost(vhost)
+    try:
+        url = f"amqp://guest:guest@{RABBITMQ_HOST}:5672/{vhost}"
+        await floor.declare(url)
+        return (await asyncio.to_thread(floor.run, url, pairs, 64, 64))["ms"]
+    finally:
+        await admin.delete_vhost(vhost)
+
+
+def report_budget(runs: list, floor: dict) -> None:
+    """What the target leaves per order once the client and the broker pipeline's floor are paid."""
+    (_, ceiling), (_, waiting) = runs[0], runs[1]
+    budget = sum(ceiling["cpu"].values()) / TARGET_RATIO
+    floor_ms, bench = sum(floor.values()), waiting["cpu"]["bench"]
+    rest = budget - bench - floor_ms
+    spent = sum(v for g, v in waiting["cpu"].items() if g != "bench") - floor_ms
+    bare = ceiling["cpu"]["server"] + ceiling["cpu"]["postgres"]
+    print(f"\nbudget at the target: {budget:.2f} CPU ms per order (the ceiling's {sum(ceiling['cpu'].values()):.2f}"
+          f" per request ÷ {TARGET_RATIO}); the client takes {bench:.2f}; the broker pipeline's floor (relay's"
+          f" publishing, two consumers that only decode and ack, RabbitMQ; no database) takes {floor_ms:.2f}"
+          f" ({', '.join(f'{g} {v:.2f}' for g, v in floor.items())})")
+    print(f"left for the API and every database statement of the order, the relay and both projections:"
+          f" {rest:.2f} ms (the ceiling's one bare INSERT request alone: {bare:.2f}); spent in this run: {spent:.2f}")
+
+
 def report(clients: int, seconds: float, rounds: int, runs: list, lags: Lags) -> None:
     print(f"\nnproc {os.cpu_count()}, load average {os.getloadavg()[0]:.2f} after, {clients} clients, "
           f"{seconds:g} s each in {rounds} turns of {seconds / rounds:g} s (each after {WARMUP:g} s warm-up)\n")
@@ -300,7 +334,7 @@ def report(clients: int, seconds: float, rounds: int, runs: list, lags: Lags) ->
           f" {'PASS' if lag <= TARGET_LAG_MS else 'MISS'} (target ≤ {TARGET_LAG_MS} ms)")
 
 
-async def main(seconds: float, clients: int, rounds: int) -> None:
+async def main(seconds: float, clients: int, rounds: int, floor_pairs: int) -> None:
     run_id = uuid.uuid4().hex[:10]
     database_url = make_conninfo(ADMIN_DATABASE_URL, dbname=f"orders_bench_{run_id}")
     vhost = f"orders_bench_{run_id}"
@@ -353,10 +387,12 @@ async def main(seconds: float, clients: int, rounds: int) -> None:
             runs["nowait"].append(await run_load(nowait_base, "/orders", tokens, products, share, pids("api nowait"),
                                                  database_url, on_created=created.__setitem__))
         lags = await projection_lags(watcher, created, database_url)
-        report(clients, seconds, rounds, [("ceiling: POST /ceiling, one INSERT", summarise(runs["ceiling"])),
-                                          ("POST /orders, waits for projection", summarise(runs["waiting"])),
-                                          ("POST /orders, READ_YOUR_WRITES_TIMEOUT=0", summarise(runs["nowait"]))],
-               lags)
+        summaries = [("ceiling: POST /ceiling, one INSERT", summarise(runs["ceiling"])),
+                     ("POST /orders, waits for projection", summarise(runs["waiting"])),
+                     ("POST /orders, READ_YOUR_WRITES_TIMEOUT=0", summarise(runs["nowait"]))]
+        report(clients, seconds, rounds, summaries, lags)
+        if floor_pairs:
+            report_budget(summaries, await broker_floor(floor_pairs))
     finally:
         await stop(list(procs.values()))
         try:
@@ -375,5 +411,7 @@ if __name__ == "__main__":
         parser.add_argument("--seconds", type=float, default=20)
         parser.add_argument("--clients", type=int, default=32)
         parser.add_argument("--rounds", type=int, default=4, help="turns the scenarios take, to even out drift")
+        parser.add_argument("--floor-orders", type=int, default=5000,
+                            help="orders for the broker floor measured after the scenarios (0: skip it)")
         args = parser.parse_args()
-        asyncio.run(main(args.seconds, args.clients, max(1, args.rounds)))
+        asyncio.run(main(args.seconds, args.clients, max(1, args.rounds), args.floor_orders))
