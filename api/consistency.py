@@ -19,12 +19,14 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
-import psycopg
 from psycopg import AsyncConnection
 
 log = logging.getLogger(__name__)
 
 ReadVersion = Callable[[AsyncConnection], Awaitable[int]]
+HEARTBEAT_SECONDS = 10.0
+# A dead peer is noticed within about half a minute even while nothing is sent.
+_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
 
 
 class Watch:
@@ -59,14 +61,20 @@ class Projected:
     async def _listen(self) -> None:
         while True:
             try:
-                async with await AsyncConnection.connect(self.database_url, autocommit=True) as conn:
+                async with await AsyncConnection.connect(self.database_url, autocommit=True, **_KEEPALIVES) as conn:
                     await conn.execute("LISTEN projected")
                     self._connected()
-                    async for note in conn.notifies():
-                        self._wake(note.payload)
-            except psycopg.OperationalError as exc:
+                    while True:
+                        async for note in conn.notifies(timeout=HEARTBEAT_SECONDS):
+                            self._wake(note.payload)
+                        # Quiet for a while: make sure the connection still answers, so a half-open
+                        # one (a network cut) is replaced instead of silently delivering nothing.
+                        await asyncio.wait_for(conn.execute("SELECT 1"), HEARTBEAT_SECONDS)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 -- the database, the network or a bug: never stay down
                 self.listening = False
-                log.warning("read-your-writes listener lost the database (%s)", exc)
+                log.warning("read-your-writes listener lost the database (%r); reconnecting", exc)
                 await asyncio.sleep(1)
             finally:
                 self.listening = False  # also when the task ends
@@ -81,11 +89,15 @@ class Projected:
 
     def _wake(self, payload: str) -> None:
         for line in payload.splitlines():  # one line per stream of the batch a projection committed
-            projection, stream, version = line.split(" ")
+            try:
+                projection, stream, version = line.split(" ")
+                version = int(version)
+            except ValueError:
+                log.warning("ignoring a malformed notification on 'projected': %r", line[:200])
+                continue
             watches = self._watches.get((projection, stream))
             if not watches:
                 continue
-            version = int(version)
             for w in watches:
                 w.seen = max(w.seen, version)
                 if w.future is not None and version >= w.target and not w.future.done():
@@ -107,9 +119,10 @@ class Projected:
                 del self._watches[key]
 
     async def reached(self, watch: Watch, version: int, timeout: float, pool, read_version: ReadVersion) -> bool:
-        """True once the projection has applied `version` of the watched stream; False at the deadline
-        (at once with a timeout <= 0: no query, no wait). `read_version(conn)` reads the read table's
-        version, needed only when the listener was not up the whole time since the watch began."""
+        """True once the projection has applied `version` of the watched stream; False when the read
+        table does not have it at the deadline (at once with a timeout <= 0: no query, no wait).
+        `read_version(conn)` reads the read table's version: needed when the listener was not up the
+        whole time since the watch began, and once at the deadline."""
         if timeout <= 0:
             return False
         if watch.seen >= version:
@@ -134,7 +147,10 @@ class Projected:
                 if await asyncio.wait_for(watch.future, deadline - loop.time()):
                     return True
             except TimeoutError:
-                return False
+                # The last word is the read table's: a notification may have gone astray (e.g. the
+                # projection was applied by a rebuild's swap, which sends none).
+                async with pool.connection() as conn:
+                    return await read_version(conn) >= version
             finally:
                 watch.future = None
             check = True  # the listener reconnected while we waited

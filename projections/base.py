@@ -99,10 +99,16 @@ async def project_batch(conn: AsyncConnection, projector: Projector, batch: list
             "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM (SELECT unnest(%s::text[]) AS k ORDER BY 1) s",
             ([f"{projector.name}:{s}" for s in {r.stream_id for r in batch}],))
         outcomes, applied = await fold_batch(conn, projector, batch, strict=strict)
-        if applied:
-            # Delivered at commit: API requests waiting to read their own write (api/consistency.py).
+        # Delivered at commit: API requests waiting to read their own write (api/consistency.py).
+        # Duplicates too: their version is in the table already, perhaps put there by a rebuild's
+        # swap, which notifies nobody, while a command waits for it.
+        notices = dict(applied)
+        for r, outcome in zip(batch, outcomes, strict=True):
+            if outcome is Outcome.DUPLICATE:
+                notices[r.stream_id] = max(notices.get(r.stream_id, 0), r.version)
+        if notices:
             await conn.execute("SELECT pg_notify('projected', p) FROM unnest(%s::text[]) AS p",
-                               (_notices(projector.name, applied),))
+                               (_notices(projector.name, notices),))
         await store.save_checkpoint(conn, projector.name, max(r.checkpoint for r in batch))
     return outcomes
 

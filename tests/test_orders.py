@@ -1,4 +1,5 @@
 import asyncio
+import contextlib
 import uuid
 from collections import Counter
 
@@ -466,3 +467,127 @@ async def test_without_a_read_your_writes_timeout_commands_neither_query_nor_wai
         assert (await c.post(f"/orders/{o.json()['id']}/cancel", headers=bearer(buyer))).status_code == 200
         assert reads == [] and waits == []
         assert (await c.get(f"/orders/{o.json()['id']}", headers=bearer(buyer))).json()["status"] == "cancelled"
+
+
+async def _notify(pool, payload: str) -> None:
+    async with pool.connection() as conn:
+        await conn.execute("SELECT pg_notify('projected', %s)", (payload,))
+
+
+async def test_a_malformed_notification_is_skipped_and_the_listener_lives_on(watched, seller, pool, monkeypatch,
+                                                                               caplog):
+    """Anyone may NOTIFY `projected`: a line the listener cannot parse must not end it (read-your-writes
+    would then fall back to queries, and to the timeout, in every later command of the process)."""
+    app, c = watched
+    projected = app.state.projected
+    buyer = await account(c, "buyer")
+    p = await new_product(c, seller)
+    task, epoch = projected._task, projected.epoch
+    probe = f"order-probe-{uuid.uuid4()}"
+    with projected.watch("orders", probe) as w:
+        await _notify(pool, "bad payload")
+        # in one payload: a line of the right shape with no version, then a good line for the same stream
+        await _notify(pool, f"orders {probe} not-a-version\norders {probe} 7")
+
+        async def seen():
+            return w.seen == 7
+        await eventually(seen, timeout=5, what="the good line after the malformed ones")
+    assert not task.done() and projected._task is task
+    assert projected.listening and projected.epoch == epoch  # skipped, not even a reconnection
+    assert "malformed notification" in caplog.text
+
+    reads = version_reads(monkeypatch, app)
+    started = asyncio.get_running_loop().time()
+    r = await order(c, buyer, [{"product_id": p["id"], "quantity": 1}])
+    assert r.status_code == 201, r.text
+    assert asyncio.get_running_loop().time() - started < 2.5  # not the 5 s timeout
+    assert reads == []  # woken by its notification: no query of the read table
+    assert r.json()["id"] in await listed_ids(c, buyer, status="pending")
+
+
+async def test_an_unexpected_error_in_the_listener_reconnects_it(watched, pool, monkeypatch):
+    app, _ = watched
+    projected = app.state.projected
+    task, epoch = projected._task, projected.epoch
+    wake = projected._wake
+
+    def buggy(payload):
+        if payload == "boom":
+            raise RuntimeError("a bug in the listener")
+        wake(payload)
+    monkeypatch.setattr(projected, "_wake", buggy)
+    await _notify(pool, "boom")
+
+    async def reconnected():
+        return projected.epoch == epoch + 1 and projected.listening
+    await eventually(reconnected, timeout=10, what="the listener to reconnect")
+    assert not task.done() and projected._task is task
+    probe = f"order-probe-{uuid.uuid4()}"
+    with projected.watch("orders", probe) as w:
+        await _notify(pool, f"orders {probe} 3")
+
+        async def seen():
+            return w.seen == 3
+        await eventually(seen, timeout=5, what="a notification after the reconnection")
+
+
+async def test_a_quiet_listener_checks_its_connection_and_goes_on_listening(services, pool, monkeypatch):
+    """A half-open connection delivers nothing and reports nothing: after a quiet while the listener sends a
+    query, which such a connection cannot answer. Seen here in pg_stat_activity as its last query."""
+    from psycopg.conninfo import make_conninfo
+
+    from api import consistency
+
+    monkeypatch.setattr(consistency, "HEARTBEAT_SECONDS", 0.2)
+    name = f"ryw-heartbeat-{uuid.uuid4().hex[:8]}"
+    projected = consistency.Projected(make_conninfo(services.database_url, application_name=name))
+    await projected.start()
+    try:
+        async def last_query_is(query):
+            async with pool.connection() as conn:
+                cur = await conn.execute("SELECT query FROM pg_stat_activity WHERE application_name = %s", (name,))
+                return [r[0] for r in await cur.fetchall()] == [query]
+        await eventually(lambda: last_query_is("LISTEN projected"), timeout=5, what="the listener to connect")
+        await eventually(lambda: last_query_is("SELECT 1"), timeout=5, what="a heartbeat query")
+        probe = f"order-probe-{uuid.uuid4()}"
+        with projected.watch("orders", probe) as w:
+            await _notify(pool, f"orders {probe} 2")
+
+            async def seen():
+                return w.seen == 2
+            await eventually(seen, timeout=5, what="a notification after the heartbeats")
+        assert projected.epoch == 1 and projected.listening  # the heartbeats reconnected nothing
+    finally:
+        await projected.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await projected._task
+    assert projected._task.cancelled() and not projected.listening
+
+
+async def test_at_the_deadline_a_watch_asks_the_read_table_once(watched, seller, monkeypatch):
+    """A notification can go astray (a rebuild's swap applies versions and notifies nobody): at the deadline
+    the read table has the last word. Here the watch begins after the order's notification was sent, while
+    the listener was up, so nothing wakes it and nothing asks the table before the deadline."""
+    app, c = watched
+    projected = app.state.projected
+    buyer = await account(c, "buyer")
+    p = await new_product(c, seller)
+    o = (await order(c, buyer, [{"product_id": p["id"], "quantity": 1}])).json()  # applied and notified
+    stream = f"order-{o['id']}"
+    reads = version_reads(monkeypatch, app)
+
+    def read_version(conn):
+        return app.state.orders_projector.version(conn, stream)
+
+    loop = asyncio.get_running_loop()
+    with projected.watch("orders", stream) as w:
+        assert w.epoch == projected.epoch
+        started = loop.time()
+        assert await projected.reached(w, o["version"], 0.3, app.state.pool, read_version)
+        assert loop.time() - started > 0.25  # it waited for a notification first
+        assert reads == [stream]
+        reads.clear()
+        started = loop.time()
+        assert not await projected.reached(w, o["version"] + 1, 0.3, app.state.pool, read_version)
+        assert loop.time() - started > 0.25
+        assert reads == [stream]

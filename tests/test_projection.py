@@ -1,8 +1,11 @@
 import asyncio
 import contextlib
 import uuid
+from collections import Counter
+from types import SimpleNamespace
 
 import aio_pika
+import psycopg
 import pytest
 from faststream.rabbit import RabbitBroker
 
@@ -319,3 +322,156 @@ async def _relay_reached(pool, last: Recorded) -> bool:
 async def _figures_are(services, projection: str, *, ready: int, unacked: int) -> bool:
     queue = await services.admin.queue(services.vhost, f"projections.{projection}")
     return queue.get("messages_ready") == ready and queue.get("messages_unacknowledged") == unacked
+
+
+async def _notified(listener, line: str, timeout: float = 5.0) -> None:
+    """Wait, up to `timeout` seconds, for a notification on `projected` with `line` among its lines."""
+    async for note in listener.notifies(timeout=timeout):
+        if line in note.payload.splitlines():
+            return
+    raise AssertionError(f"no notification {line!r} within {timeout}s")
+
+
+async def test_duplicates_are_notified_too(services, pool, counters):
+    """A command may wait for a version that a rebuild's swap put in the table (it notifies nobody): the
+    redelivered event, a duplicate now, is what wakes it."""
+    stream, (first, second) = await stream_of(pool, 2)
+    async with await psycopg.AsyncConnection.connect(services.database_url, autocommit=True) as listener:
+        await listener.execute("LISTEN projected")
+        async with pool.connection() as conn:
+            assert await project(conn, counters, first) == Outcome.APPLIED
+            await _notified(listener, f"testcount {stream} 1")
+            assert await project(conn, counters, first) == Outcome.DUPLICATE
+            await _notified(listener, f"testcount {stream} 1")
+            assert await project(conn, counters, second) == Outcome.APPLIED
+            await _notified(listener, f"testcount {stream} 2")
+            # a batch of duplicates only: one line for the stream, with the highest version
+            assert await project_batch(conn, counters, [second, first]) == [Outcome.DUPLICATE] * 2
+            await _notified(listener, f"testcount {stream} 2")
+    assert await row(pool, stream) == (2, 30, [1, 2])
+
+
+class _Channel:
+    """What RabbitMQ allows on one channel: a tag is settled once, and a multiple ack names an unsettled
+    tag and settles every unsettled one up to it (here: only those the consumer has done)."""
+
+    def __init__(self):
+        self.unsettled: set[int] = set()
+        self.done: set[int] = set()
+        self.acks: Counter[int] = Counter()
+        self.multiple: list[int] = []
+
+    def ack(self, tag: int, multiple: bool = False) -> None:
+        assert tag in self.unsettled, f"PRECONDITION_FAILED - unknown delivery tag {tag}"
+        covered = {t for t in self.unsettled if t <= tag} if multiple else {tag}
+        assert covered <= self.done, f"a multiple ack of {tag} settles {sorted(covered - self.done)}, not done"
+        if multiple:
+            self.multiple.append(tag)
+        self.unsettled -= covered
+        self.acks.update(covered)
+
+
+def _delivery(tag: int):
+    return SimpleNamespace(raw_message=SimpleNamespace(delivery_tag=tag), message_id=str(tag))
+
+
+@pytest.mark.parametrize("stuck", ["unregistered", "retrying"])
+def test_a_tag_that_never_settles_bounds_what_a_channel_tracks(monkeypatch, stuck):
+    """Delivery 1 never settles (handle never saw it, or its retry hangs): the watermark stays below it, so
+    every later delivery is acked alone, and the settled ones are forgotten instead of piling up."""
+    from workers import consumer
+
+    monkeypatch.setattr(consumer, "_MAX_TRACKED", 50)
+    deliveries, channel = consumer._Deliveries(), _Channel()
+    held = _delivery(1)
+    channel.unsettled.add(1)
+    if stuck == "retrying":
+        deliveries.register(held)
+        deliveries.mark(held, consumer._State.RETRYING)
+
+    def batches(first_tag: int, count: int, size: int = 10):
+        """Deliver batches of `size`, each registered while the one before is in the database; then done
+        and acked as `_ack_done` acks them."""
+        in_hand = []
+        for n in range(count + 1):
+            arriving = [_delivery(t) for t in range(first_tag + n * size, first_tag + (n + 1) * size)] if n < count else []
+            for m in arriving:
+                channel.unsettled.add(m.raw_message.delivery_tag)
+                deliveries.register(m)
+            for m in in_hand:
+                deliveries.mark(m, consumer._State.DONE)
+                channel.done.add(m.raw_message.delivery_tag)
+            upto, alone = deliveries.advance()
+            if upto is not None:
+                channel.ack(upto.raw_message.delivery_tag, multiple=True)
+            for m in alone:
+                channel.ack(m.raw_message.delivery_tag)
+            assert len(deliveries.states) <= consumer._MAX_TRACKED
+            in_hand = arriving
+
+    batches(2, 100)  # 1000 deliveries behind the one that hangs
+    assert channel.multiple == []  # any multiple ack would settle delivery 1
+    assert channel.unsettled == {1}
+    assert set(channel.acks) == channel.done == set(range(2, 1002)) and set(channel.acks.values()) == {1}
+    assert deliveries.unacked == {} and deliveries.watermark == 0
+
+    if stuck == "retrying":  # its retry is published at last and acks it alone
+        channel.done.add(1)
+        channel.ack(1)
+        deliveries.mark(held, consumer._State.ACKED)
+    batches(1002, 100)
+    assert channel.multiple == []
+    assert channel.unsettled == ({1} if stuck == "unregistered" else set())
+    assert set(channel.acks) == channel.done and set(channel.acks.values()) == {1}
+
+
+async def test_a_retry_that_cannot_be_published_gives_the_message_back(services, pool, counters, monkeypatch):
+    """The broker refuses the retry's copy three times: each time the message is returned to the queue
+    (not left unacked on a channel that lives on), comes back, fails again; then the copies go through
+    and it is dead-lettered after its attempts, while the streams around it are projected."""
+    refused, publish = [], RabbitBroker.publish
+
+    async def refusing_publish(broker, *args, **kwargs):
+        if len(refused) < 3:
+            refused.append(kwargs["headers"]["x-attempts"])
+            raise aio_pika.exceptions.AMQPConnectionError("the broker refuses the copy")
+        return await publish(broker, *args, **kwargs)
+    monkeypatch.setattr(RabbitBroker, "publish", refusing_publish)
+
+    async with pipeline(services, counters, max_attempts=3) as consumer:
+        failures = []  # each failed delivery: redelivered, and the attempts of its copy
+        failed = consumer._failed
+
+        def recording(msg, exc):
+            failures.append((msg.raw_message.redelivered, (msg.headers or {}).get("x-attempts")))
+            failed(msg, exc)
+        monkeypatch.setattr(consumer, "_failed", recording)
+
+        healthy = [(await stream_of(pool, 2))[0] for _ in range(10)]
+        poisoned = f"count-{uuid.uuid4()}"
+        async with pool.connection() as conn:
+            await store.append(conn, poisoned, 0, [Poisoned(reason="bad data")])
+        healthy += [(await stream_of(pool, 2))[0] for _ in range(10)]
+
+        async def healthy_projected():
+            return all([await row(pool, s) == (2, 30, [1, 2]) for s in healthy])
+        await eventually(healthy_projected, what="the healthy streams")
+        await eventually(lambda: _async(consumer.counts["dead_lettered"] == 1), what="a dead letter")
+        assert refused == [1, 1, 1]
+        # three times given back and delivered again, then its copies: attempts 2 and 3, the last one dead-lettered
+        assert failures == [(False, None), (True, None), (True, None), (True, None), (False, 1), (False, 2)]
+        assert consumer.counts["failed"] == 6
+        await eventually(lambda: _figures_are(services, counters.name, ready=0, unacked=0), timeout=30,
+                         what="nothing left unacked")
+        [channel] = consumer._deliveries  # a nack of a settled tag, or a multiple ack over one, would close it
+        assert not channel.is_closed
+
+    async with await aio_pika.connect(services.rabbitmq_url) as connection:
+        dlq = await (await connection.channel()).declare_queue("projections.testcount.dlq", passive=True)
+        dead = []
+        while (message := await dlq.get(fail=False)) is not None:
+            await message.ack()
+            dead.append(message)
+    [message] = [m for m in dead if m.headers["stream_id"] == poisoned]
+    assert message.headers["x-attempts"] == 3 and "bad data" in message.headers["x-error"]
+    assert await row(pool, poisoned) is None

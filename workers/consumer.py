@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 _OUTAGES = (psycopg.OperationalError, psycopg_pool.PoolTimeout)
 
 
+_MAX_TRACKED = 10_000  # deliveries one channel keeps track of beyond its watermark
+
+
 class _State(enum.Enum):
     WAITING = enum.auto()  # in `_pending` or in the batch in hand
     RETRYING = enum.auto()  # unacked until its copy is re-published
@@ -85,6 +88,12 @@ class _Deliveries:
         alone = list(self.unacked.values())
         self.states.update(dict.fromkeys(self.unacked, _State.ACKED))
         self.unacked.clear()
+        if len(self.states) > _MAX_TRACKED:
+            # A tag that never settles holds the watermark: forget the settled tags behind it. The
+            # watermark then stops at them for good and this channel's acks go one by one: slower,
+            # never wrong, and the memory stays bounded.
+            log.warning("delivery %d never settled; acking this channel's messages one by one", self.watermark + 1)
+            self.states = {t: s for t, s in self.states.items() if s is not _State.ACKED}
         return upto, alone
 
 
@@ -250,8 +259,14 @@ class ProjectionConsumer:
             else:
                 await asyncio.sleep(min(0.05 * 2**attempts, 2))  # bounded backoff: never a hot loop
                 await self.broker.publish(msg.body, routing_key=self.queue, **common)
-        except Exception:  # the broker is away: unacked, the message comes back when it is back
+        except Exception:  # give it back; the queue's delivery limit still bounds its attempts
             log.exception("projection %s could not re-publish message %s", self.projector.name, msg.message_id)
+            try:
+                await msg.nack(requeue=True)
+            except Exception as err:  # its channel is gone: the broker delivers it again
+                log.warning("could not return message %s (%s); it will be delivered again", msg.message_id, err)
+            else:
+                self._mark(msg, _State.ACKED)  # settled: never left unacked on a channel that lives on
             return
         if await self._ack(msg):  # after the copy is published: nothing is lost in between
             self._mark(msg, _State.ACKED)  # only now may a multiple ack cover its tag
