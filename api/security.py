@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from collections import OrderedDict
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 ACCESS, REFRESH = "access", "refresh"
 _REQUIRED = ["sub", "role", "typ", "jti", "fam", "iat", "exp", "iss", "aud"]
 VERIFIED_CACHE_SIZE = 4096  # access tokens whose signature and claims were verified (LRU)
+_CANONICAL = re.compile(r"[A-Za-z0-9_-]{1,1000}\.[A-Za-z0-9_-]{1,2000}\.[A-Za-z0-9_-]{1,200}")
 
 
 class InvalidToken(Exception):
@@ -96,7 +98,7 @@ class Tokens:
             raise InvalidToken(str(exc)) from None
         if claims["typ"] != typ:
             raise InvalidToken(f"a {claims['typ']} token cannot be used as a {typ} token")
-        if typ == ACCESS:
+        if typ == ACCESS and _CANONICAL.fullmatch(token):  # no padding or junk: a few spellings per token at most
             self._verified[token] = (dict(claims), int(claims["exp"]))
             if len(self._verified) > VERIFIED_CACHE_SIZE:
                 self._verified.popitem(last=False)

@@ -5,6 +5,7 @@ import logging
 import subprocess
 import sys
 import uuid
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 
 import jwt
@@ -409,3 +410,18 @@ def test_the_cache_is_bounded_and_answers_copies(services, monkeypatch):
     assert tokens.decode(issued[2], security.ACCESS)["role"] == "buyer"
     with pytest.raises(security.InvalidToken):
         tokens.decode(issued[2], security.REFRESH)
+
+
+def test_only_the_canonical_spelling_of_a_token_is_cached(services):
+    """base64 decoders may accept padding or stray characters; such spellings still verify (or not) in
+    full every time, and never take a place in the cache, so one token cannot flood it."""
+    from api import security
+
+    tokens = security.Tokens(services.settings())
+    token = tokens.issue(security.ACCESS, uuid.uuid4(), "buyer", uuid.uuid4())[0]
+    for variant in (token + "=", token + "==", token.replace(".", ".=", 1)):
+        with suppress(security.InvalidToken):
+            tokens.decode(variant, security.ACCESS)
+        assert variant not in tokens._verified
+    tokens.decode(token, security.ACCESS)
+    assert list(tokens._verified) == [token]
