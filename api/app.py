@@ -71,13 +71,19 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     authentication = DefineMiddleware(auth.BearerAuth, exclude_from_auth_key="public", exclude_http_methods=["OPTIONS"],
                                       exclude=["^/schema", "^/health", "^/ready", "^/metrics"])
-    return Litestar(
+    app = Litestar(
         route_handlers=ROUTES,
         lifespan=[lifespan],
         state=state,
-        middleware=[correlate, measure_requests, wake_relay_after_commands, authentication],
+        middleware=[wake_relay_after_commands, authentication],
         exception_handlers=HANDLERS,
         request_max_body_size=settings.max_body_bytes,
         cors_config=CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None,
         openapi_config=openapi(),
+        logging_config=None,  # keep the JSON logging of workers/runtime.py: Litestar's own would replace it
     )
+    # Around the whole app, not as route middleware: Litestar answers an error raised in a middleware (the
+    # bearer auth's 401) or in routing (404) from its outermost exception handler, past any route middleware,
+    # so only out here is every response measured with the status it was sent with and tagged with its id.
+    app.asgi_handler = correlate(measure_requests(app.asgi_handler))
+    return app

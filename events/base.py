@@ -19,7 +19,14 @@ REGISTRY: dict[str, type[Event]] = {}
 
 
 class UnknownEventType(LookupError):
-    pass
+    """A stored type name no class is registered for; `where` names the stored event, when known."""
+
+    def __init__(self, type_name: str, where: str = ""):
+        super().__init__(type_name, where)  # both in args: the exception crosses a process pool (pickle)
+        self.type_name, self.where = type_name, where
+
+    def __str__(self) -> str:
+        return f"{self.type_name} {self.where}".rstrip()
 
 
 def event(name: str):

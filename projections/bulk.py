@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 from psycopg import AsyncConnection
 
-from events.base import decode
+from events.base import UnknownEventType, decode
 from projections.base import Projector
 from workers import topology
 
@@ -63,16 +63,20 @@ async def bulk(conn: AsyncConnection, projectors: list[Projector], head: tuple[i
     routes: dict[str, list[Projector]] = {}  # event type -> the projectors it goes to
     patterns = [pattern for p in projectors for pattern in type_patterns(p)]
     folded = 0
+    batches = _read_lean(conn, head, patterns, part)
     # Folding allocates millions of objects that all stay alive until the COPY: the cyclic garbage
     # collector would walk them again and again and find nothing to free.
     gc.disable()
     try:
-        async for batch in _read_lean(conn, head, patterns, part):
+        async for batch in batches:
             for stream_id, version, type_name, recorded_at, data in batch:
                 wanted = routes.get(type_name)
                 if wanted is None:
                     wanted = routes[type_name] = [p for p in projectors if matches(p, type_name)]
-                event = decode(type_name, data)  # an unknown type raises: a rebuild must not drop data quietly
+                try:
+                    event = decode(type_name, data)
+                except UnknownEventType:  # a rebuild must not drop data quietly: it stops, saying where
+                    raise UnknownEventType(type_name, f"in stream {stream_id} at version {version}") from None
                 step = Step(stream_id, version, recorded_at)
                 for projector in wanted:
                     mine = states[projector.name]
@@ -91,6 +95,7 @@ async def bulk(conn: AsyncConnection, projectors: list[Projector], head: tuple[i
     finally:
         states.clear()
         gc.enable()
+        await batches.aclose()  # on a failure: ends the cursor's transaction now, not after the connection closed
     for statement in finish:  # indexes built once over the loaded rows: far cheaper than row by row
         await conn.execute(statement)
     return folded

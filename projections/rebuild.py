@@ -206,9 +206,9 @@ async def rebuild(database_url: str, names: list[str] | None = None, *, verify: 
             result = await _build_and_swap(database_url, conn, projectors, tables, processes, verify, dry_run,
                                            progress, started)
         finally:
+            if progress:
+                sys.stderr.write("\n")  # ends the progress bar's line, also before the message of a failure
             with suppress(psycopg.Error):  # do not hide why a rebuild failed behind a lost connection
                 await conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")  # what is left of a failed one
-    if progress:
-        sys.stderr.write("\n")
     result["seconds"] = round(time.monotonic() - started, 3)
     return result

@@ -1,16 +1,18 @@
 """Operations: rebuild live, status, the event log."""
 
 import asyncio
+import json
 import random
 import subprocess
 import sys
 import uuid
 
+import httpx
 import psycopg
 import pytest
 
 from projections.rebuild import rebuild
-from tests.support import account, bearer, eventually
+from tests.support import account, bearer, eventually, free_port
 
 ADDRESS = {"name": "A", "line1": "B", "city": "C", "postal_code": "1", "country": "FR"}
 
@@ -128,6 +130,37 @@ async def test_an_unknown_event_type_fails_a_rebuild_loudly(services, pool, proc
             await conn.execute("DROP SCHEMA IF EXISTS rebuild CASCADE")
 
 
+@pytest.mark.parametrize("processes", ["1", "2"])
+async def test_the_rebuild_command_names_an_unknown_event_type_in_one_line(services, pool, processes):
+    stream = f"product-{uuid.uuid4()}"
+    async with pool.connection() as conn:
+        await conn.execute("INSERT INTO events (event_id, stream_id, version, type, data, correlation_id)"
+                           " VALUES (%s, %s, 1, 'product.weird', '{}', %s)", (uuid.uuid4(), stream, uuid.uuid4()))
+    try:
+        result = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "workers.cli", "projections", "rebuild", "catalog",
+                             "--processes", processes], env=services.env(), capture_output=True, text=True,
+            timeout=120)
+        async with pool.connection() as conn:
+            cur = await conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = 'rebuild'")
+            shadow_schemas = (await cur.fetchone())[0]
+    finally:
+        async with pool.connection() as conn:
+            await conn.execute("DELETE FROM events WHERE stream_id = %s", (stream,))
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr and "connection is closed" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        f"rebuild stopped: unknown event type 'product.weird' in stream {stream} at version 1;"), result.stderr
+    assert shadow_schemas == 0
+
+
+def test_redrive_names_the_known_projections_when_given_an_unknown_one(services):
+    result = subprocess.run([sys.executable, "-m", "workers.cli", "projections", "redrive", "nosuch"],
+                            env=services.env(), capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "unknown projection(s): nosuch; known: users, catalog, orders"
+
+
 async def test_status_shows_each_projection_from_the_cli_and_the_api(client, admin, services):
     r = await client.get("/admin/projections", headers=bearer(admin))
     assert r.status_code == 200
@@ -225,3 +258,53 @@ async def test_a_requests_correlation_id_reaches_its_events_logs_and_the_project
     # the catalog worker applied it (the 201 waited for that) with the id in its context
     worker_lines = [JsonFormatter().format(rec) for rec in caplog.records if rec.name == "workers.consumer"]
     assert any(f'"correlation_id": "{cid}"' in line and "product.created" in line for line in worker_lines)
+
+
+async def test_a_401_from_the_bearer_auth_is_measured_as_401_and_carries_the_correlation_id(client):
+    cid = str(uuid.uuid4())
+    r = await client.get("/cart", headers={"X-Correlation-ID": cid})
+    assert r.status_code == 401 and r.headers.get("x-correlation-id") == cid
+    text = (await client.get("/metrics")).text
+    assert 'orders_http_requests_total{method="GET",route="/cart",status="401"}' in text
+    assert 'route="/cart",status="500"' not in text
+
+
+async def test_the_api_process_logs_json_lines_with_the_requests_correlation_id(services):
+    port, cid = free_port(), str(uuid.uuid4())
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "workers.cli", "api", "--port", str(port), env=services.env(LOG_LEVEL="DEBUG"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    lines: list[str] = []
+
+    async def collect():
+        async for line in proc.stdout:
+            lines.append(line.decode())
+    reader = asyncio.create_task(collect())  # read as it comes: debug logging would fill the pipe
+
+    async def ready():
+        try:
+            async with httpx.AsyncClient() as http:
+                return (await http.get(f"http://127.0.0.1:{port}/ready", timeout=2)).status_code == 200
+        except httpx.HTTPError:
+            return proc.returncode is not None  # stop waiting on a process that died
+    try:
+        await eventually(ready, timeout=60, what="the API to answer /ready")
+        async with httpx.AsyncClient() as http:  # /metrics logs per request: it asks RabbitMQ for queues
+            r = await http.get(f"http://127.0.0.1:{port}/metrics", headers={"X-Correlation-ID": cid}, timeout=30)
+        assert r.status_code == 200
+    finally:
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 15)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            await reader
+    entries = []
+    for line in filter(str.strip, lines):
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            pytest.fail(f"a log line of the API is not JSON: {line!r}")
+    assert any(e["message"] == "Application startup complete." for e in entries), lines
+    assert any(e.get("correlation_id") == cid for e in entries), lines

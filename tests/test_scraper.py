@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 from decimal import Decimal
+from pathlib import Path
 
 import aiohttp.web
 import pytest
@@ -13,12 +14,13 @@ from tests.support import ADMIN_DATABASE_URL, account, bearer, eventually, free_
 from workers.scrape_worker import ScraperWorker, publish_request
 from workers.scraper import ScrapeRequest
 
+FIXTURES = Path(__file__).parent / "fixtures" / "scrape"
 PRODUCTS = {n: {"name": f"Shop item {n}", "price": f"{10 + n}.50", "sku": f"SHOP-{n}"} for n in range(1, 7)}
 
 
 class Shop:
     """Listing pages with pagination, JSON-LD detail pages, a robots.txt that forbids /private/, a page
-    that answers 503 once and then 200, and a page that never answers."""
+    that answers 503 once and then 200, a page that never answers, and a copy of the Gantoum listing."""
 
     def __init__(self):
         self.prices = {n: p["price"] for n, p in PRODUCTS.items()} | {"flaky": "99.00"}
@@ -30,6 +32,7 @@ class Shop:
         app.router.add_get("/shop/page-{n}.html", self.listing)
         app.router.add_get("/shop/p/{n}.html", self.detail)
         app.router.add_get("/private/{n}.html", self.detail)
+        app.router.add_get("/gantoum/search", self.gantoum)
         self.app = app
 
     async def robots(self, request):
@@ -42,6 +45,12 @@ class Shop:
         anchors = "".join(f'<a class="product" href="p/{x}.html">{x}</a>' for x in links)
         nxt = '<a class="next" href="page-2.html">next</a>' if n == 1 else ""
         return aiohttp.web.Response(text=f"<html><body>{anchors}{nxt}</body></html>", content_type="text/html")
+
+    async def gantoum(self, request):
+        """The saved listing (three items, one "ناموجود" instead of a price) on page 1, the empty page after."""
+        name = "gantoum_listing" if request.query.get("pageId") == "1" else "gantoum_empty"
+        return aiohttp.web.Response(text=(FIXTURES / f"{name}.html").read_text(encoding="utf-8"),
+                                    content_type="text/html")
 
     async def detail(self, request):
         self.hits.append(request.path)
@@ -100,10 +109,10 @@ next_page = "a.next"
     await worker.stop()
 
 
-async def finished_runs(pool) -> list[dict]:
+async def finished_runs(pool, source: str = "testshop") -> list[dict]:
     async with pool.connection() as conn:
-        cur = await conn.execute("SELECT data FROM events WHERE type = 'scrape.finished' AND data->>'source' = 'testshop'"
-                                 " ORDER BY position")
+        cur = await conn.execute("SELECT data FROM events WHERE type = 'scrape.finished' AND data->>'source' = %s"
+                                 " ORDER BY position", (source,))
         return [r[0] for r in await cur.fetchall()]
 
 
@@ -113,12 +122,13 @@ async def scraped_events(pool) -> int:
         return (await cur.fetchone())[0]
 
 
-async def scrape_once(services, pool) -> dict:
-    before = len(await finished_runs(pool))
-    await publish_request(services.rabbitmq_url, ScrapeRequest(source="testshop"))
+async def scrape_once(services, pool, request: ScrapeRequest | None = None) -> dict:
+    request = request or ScrapeRequest(source="testshop")
+    before = len(await finished_runs(pool, request.source))
+    await publish_request(services.rabbitmq_url, request)
 
     async def done():
-        runs = await finished_runs(pool)
+        runs = await finished_runs(pool, request.source)
         return runs[-1] if len(runs) > before else None
     return await eventually(done, timeout=60, what="the scrape run to finish")
 
@@ -139,6 +149,13 @@ async def test_a_published_request_scrapes_the_site_into_the_catalog(services, p
     assert by_sku["SHOP-3"]["price"] == "13.50" and by_sku["SHOP-3"]["currency"] == "EUR"
     assert by_sku["SHOP-3"]["source"] == "testshop" and by_sku["SHOP-3"]["seller_id"] is None
     assert by_sku["SHOP-3"]["stock"] > 0
+
+
+async def test_an_item_without_a_usable_price_counts_as_an_error_of_the_run(services, pool, shop, scraper):
+    # The shipped gantoum source's rules on the local copy of its listing.
+    run = await scrape_once(services, pool, ScrapeRequest(source="gantoum", url=f"{shop.base}/gantoum/search?pageId=1"))
+    assert run["pages"] == 2 and run["products_new"] == 2
+    assert run["errors"] == 1  # the honey, "ناموجود" (unavailable) where the price would be
 
 
 async def test_a_second_identical_run_records_no_product_events(services, pool, shop, scraper):

@@ -5,6 +5,7 @@ import uuid
 
 import aio_pika
 
+from tests.support import eventually
 from workers import topology
 
 
@@ -35,3 +36,31 @@ async def test_redrive_sends_dead_scrape_requests_back_to_the_request_queue(serv
                     break
     assert message.body == b'{"source": "no-such-shop"}' and message.content_type == "application/json"
     assert "x-error" not in (message.headers or {})
+
+
+async def test_redrive_moves_only_the_messages_the_dlq_held_when_it_started(services):
+    # Messages that die again as soon as they are back, as under a consumer that rejects everything:
+    # this queue's messages expire on arrival (TTL 0) and go to its DLQ once more while the redrive runs.
+    queue = f"test.bounce.{uuid.uuid4().hex[:8]}"
+    async with await aio_pika.connect(services.rabbitmq_url) as connection:
+        channel = await connection.channel(publisher_confirms=True)
+        await topology.declare(channel)
+        dlx = await channel.get_exchange(topology.DLX)
+        bouncing = await channel.declare_queue(queue, arguments={
+            "x-message-ttl": 0, "x-dead-letter-exchange": topology.DLX, "x-dead-letter-routing-key": queue})
+        dead = await channel.declare_queue(topology.dlq(queue))
+        await dead.bind(dlx, routing_key=queue)
+        try:
+            for n in range(2):
+                await dlx.publish(aio_pika.Message(f"dead {n}".encode()), routing_key=queue)
+            # Bounded: without a limit the redrive keeps moving the same messages as long as they come back.
+            moved = await asyncio.wait_for(topology.redrive(services.rabbitmq_url, queue), 20)
+
+            async def back_in_the_dlq():
+                declared = await channel.declare_queue(topology.dlq(queue), passive=True)
+                return declared.declaration_result.message_count == 2
+            await eventually(back_in_the_dlq, what="the two messages to die again")
+        finally:
+            await bouncing.delete(if_unused=False, if_empty=False)
+            await dead.delete(if_unused=False, if_empty=False)
+    assert moved == 2

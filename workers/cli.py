@@ -97,6 +97,7 @@ def _status(_: argparse.Namespace) -> None:
 
 
 def _rebuild(args: argparse.Namespace) -> None:
+    from events.base import UnknownEventType
     from projections.rebuild import rebuild
 
     try:
@@ -104,6 +105,10 @@ def _rebuild(args: argparse.Namespace) -> None:
                                      dry_run=args.dry_run, processes=args.processes))
     except ValueError as exc:
         sys.exit(str(exc))
+    except UnknownEventType as exc:  # the log holds an event this code cannot read: an operator's matter
+        where = f" {exc.where}" if exc.where else ""
+        sys.exit(f"rebuild stopped: unknown event type {exc.type_name!r}{where}; nothing was swapped in"
+                 " (run a version of the code that knows the type, then rebuild)")
     rate = result["events"] / max(result["seconds"], 1e-9)
     print(f"replayed {result['events']:,} events in {result['seconds']:.1f}s ({rate:,.0f} events/s)"
           + (" (dry run: nothing swapped)" if args.dry_run else "; swapped in"))
@@ -116,8 +121,11 @@ def _rebuild(args: argparse.Namespace) -> None:
 
 
 def _redrive(args: argparse.Namespace) -> None:
+    from projections import registry
     from projections.status import redrive
 
+    if args.name not in (known := registry()):  # before the broker answers with a closed channel
+        sys.exit(f"unknown projection(s): {args.name}; known: {', '.join(known)}")
     moved = asyncio.run(redrive(settings().rabbitmq_url, args.name))
     print(f"moved {moved} message(s) from projections.{args.name}.dlq back to projections.{args.name}")
 

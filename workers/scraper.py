@@ -101,11 +101,11 @@ class Scraper:
             await store.wake_relay(conn)
 
     async def record(self, source: Source, item: Item, run_id: uuid.UUID, meta: Meta) -> str:
-        """'new', 'changed', 'unchanged' or 'error' for one scraped item."""
+        """'new', 'changed', 'unchanged' or 'errors' for one scraped item: the run's count it adds to."""
         currency = (item.currency or source.currency).upper()
         if item.price is None or not 0 < item.price <= MAX_PRICE or currency not in CURRENCIES:
             log.warning("scrape %s: no usable price for %s", run_id, item.url)
-            return "error"
+            return "errors"
         stock = 0 if item.in_stock is False else item.stock if item.stock is not None else source.default_stock
         stock = min(stock, MAX_STOCK)  # a page's count is the site's word; the table holds an integer
         values = {"name": item.name[:200], "description": item.description[:5000],
@@ -162,7 +162,7 @@ class Crawl:
             outcome = await self.scraper.record(self.source, item, self.run_id, self.meta)
         except Exception:  # one odd page must not end the run
             log.exception("scrape %s: cannot record %s", self.run_id, item.url)
-            outcome = "error"
+            outcome = "errors"
         self.counts[outcome] += 1
 
     async def parse_detail(self, html: str, url: str) -> Item | None:

@@ -66,12 +66,16 @@ async def declare(channel: AbstractChannel, projections: dict[str, tuple[str, ..
 
 
 async def redrive(rabbitmq_url: str, queue: str) -> int:
-    """Move every message of the queue's DLQ back to the queue, attempts reset. Returns how many."""
+    """Move the messages the queue's DLQ holds now back to the queue, attempts reset. Returns how many."""
     moved = 0
     async with await aio_pika.connect(rabbitmq_url, timeout=10) as connection:
         channel = await connection.channel(publisher_confirms=True)
         dead = await channel.declare_queue(dlq(queue), passive=True)
-        while (message := await dead.get(fail=False)) is not None:
+        # No more than were there at the start: one that dies again meanwhile (a consumer that rejects
+        # it at once) would otherwise be moved again and again, and counted each time.
+        for _ in range(dead.declaration_result.message_count):
+            if (message := await dead.get(fail=False)) is None:
+                break
             headers = {k: v for k, v in (message.headers or {}).items() if k not in ("x-attempts", "x-error")}
             await channel.default_exchange.publish(
                 aio_pika.Message(message.body, headers=headers, content_type=message.content_type,
