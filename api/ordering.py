@@ -117,7 +117,8 @@ def _evolved(product: Product, events: list[Event], now: datetime) -> Product:
 
 
 async def transition(pool: AsyncConnectionPool, order_id: uuid.UUID, caller, decide, meta: Meta) -> Order:
-    """Run a lifecycle decision; a cancellation also gives every line's stock back."""
+    """Run a lifecycle decision. An order that ends unshipped (cancelled, expired) gives every line's
+    reserved stock back; a shipment takes it out of on-hand stock for good."""
     now = datetime.now(UTC)
     async with pool.connection() as conn, conn.transaction():
         order = await load(conn, order_id)
@@ -125,13 +126,15 @@ async def transition(pool: AsyncConnectionPool, order_id: uuid.UUID, caller, dec
             raise NotFound("no such order")  # existence does not leak to whoever may not see it
         events = decide(order)
         moves = []
-        if any(isinstance(e, orders.OrderCancelled) for e in events):
+        stock_move = (products.release if orders.releases_stock(events)
+                      else products.ship if orders.ships_stock(events) else None)
+        if stock_move is not None:
             quantities = {}
             for ln in order.lines:
                 quantities[ln.product_id] = quantities.get(ln.product_id, 0) + ln.quantity
             await catalog.lock(conn, quantities)
             found = await catalog.load_many(conn, "product_state", quantities)
-            moves = [(found[pid], products.release(found[pid], order_id, q)) for pid, q in sorted(
+            moves = [(found[pid], stock_move(found[pid], order_id, q)) for pid, q in sorted(
                 quantities.items(), key=lambda kv: str(kv[0]))]
         await _append_with_products(conn, moves, (orders.stream(order_id), order.version, events), meta, now)
     for e in events:

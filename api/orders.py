@@ -172,7 +172,7 @@ async def get_order(order_id: FromPath[uuid.UUID], request: Request, state: Stat
 async def list_orders(
     request: Request,
     state: State,
-    status: FromQuery[Literal["pending", "paid", "shipped", "delivered", "cancelled"] | None] = None,
+    status: FromQuery[Literal["pending", "paid", "shipped", "delivered", "cancelled", "expired"] | None] = None,
     created_from: FromQuery[datetime | None] = None,
     created_to: FromQuery[datetime | None] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,

@@ -57,7 +57,9 @@ class ProductOut(msgspec.Struct):
     description: str
     price: str  # exact decimal as a string: "19.99"
     currency: str
-    stock: int
+    stock: int  # what can be ordered now: on_hand - reserved, never below zero
+    on_hand: int  # what the seller or the scraped site says exists
+    reserved: int  # what open orders hold
     sku: str | None
     image_url: str | None
     seller_id: uuid.UUID | None
@@ -74,7 +76,7 @@ class ProductPage(msgspec.Struct):
 
 def out(p: Product) -> ProductOut:
     return ProductOut(id=p.id, name=p.name, description=p.description, price=f"{p.price:.2f}", currency=p.currency,
-                      stock=p.stock, sku=p.sku, image_url=p.image_url, seller_id=p.seller_id, source=p.source,
+                      stock=p.stock, on_hand=p.on_hand, reserved=p.reserved, sku=p.sku, image_url=p.image_url, seller_id=p.seller_id, source=p.source,
                       version=p.version, created_at=p.created_at, updated_at=p.updated_at)
 
 

@@ -1,7 +1,8 @@
-"""Orders: events, state and the lifecycle pending -> paid -> shipped -> delivered, or cancelled."""
+"""Orders: events, state and the lifecycle pending -> paid -> shipped -> delivered, or cancelled
+(pending or paid), or expired (pending past its payment deadline)."""
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import msgspec
@@ -67,6 +68,17 @@ class OrderCancelled(Event, kw_only=True):
     reason: str = ""
 
 
+@event("order.expired")
+class OrderExpired(Event, kw_only=True):
+    """Not paid in time: the order ends and gives its stock back, as a cancellation does."""
+
+    order_id: uuid.UUID
+    deadline: datetime  # when payment was due
+
+
+STATUSES = ("pending", "paid", "shipped", "delivered", "cancelled", "expired")
+
+
 class Order(msgspec.Struct, frozen=True, kw_only=True):
     id: uuid.UUID
     buyer_id: uuid.UUID
@@ -86,7 +98,8 @@ class Order(msgspec.Struct, frozen=True, kw_only=True):
         return {line.seller_id for line in self.lines}
 
 
-_STATUS = {OrderPaid: "paid", OrderShipped: "shipped", OrderDelivered: "delivered", OrderCancelled: "cancelled"}
+_STATUS = {OrderPaid: "paid", OrderShipped: "shipped", OrderDelivered: "delivered", OrderCancelled: "cancelled",
+           OrderExpired: "expired"}
 
 
 def evolve(state: Order | None, e: Event, version: int, at: datetime) -> Order | None:
@@ -100,7 +113,7 @@ def evolve(state: Order | None, e: Event, version: int, at: datetime) -> Order |
                                            version=version)
         case OrderCancelled() if state:
             return msgspec.structs.replace(state, status="cancelled", refund=e.refund, updated_at=at, version=version)
-        case OrderShipped() | OrderDelivered() if state:
+        case OrderShipped() | OrderDelivered() | OrderExpired() if state:
             return msgspec.structs.replace(state, status=_STATUS[type(e)], updated_at=at, version=version)
     return msgspec.structs.replace(state, updated_at=at, version=version) if state else state
 
@@ -145,3 +158,21 @@ def cancel(order: Order | None, actor_id: uuid.UUID, role: str, reason: str = ""
     order = _require(order, "pending", "paid")
     refund = order.total if order.status == "paid" else None
     return [OrderCancelled(order_id=order.id, refund=refund, reason=reason)]
+
+
+def expire(order: Order | None, now: datetime, timeout: timedelta) -> list[Event]:
+    """A pending order whose payment is overdue expires; any other is left alone (Conflict)."""
+    order = _require(order, "pending")
+    deadline = order.created_at + timeout
+    if now < deadline:
+        raise Conflict(f"the order's payment is due at {deadline.isoformat()}", current_status=order.status)
+    return [OrderExpired(order_id=order.id, deadline=deadline)]
+
+
+def releases_stock(events: list[Event]) -> bool:
+    """The order ends without shipping: its reserved units go back."""
+    return any(isinstance(e, (OrderCancelled, OrderExpired)) for e in events)
+
+
+def ships_stock(events: list[Event]) -> bool:
+    return any(isinstance(e, OrderShipped) for e in events)

@@ -1,4 +1,12 @@
-"""Products: events, state and decisions. Stock moves are events on the product's own stream."""
+"""Products: events, state and decisions. Stock moves are events on the product's own stream.
+
+Stock has one owner per meaning. `on_hand` is what the seller or the scraped site says exists: set
+by `product.created` and `product.scraped`, raised by `product.restocked`. `reserved` is what open
+orders hold: raised by `product.stock_reserved`, lowered by `product.stock_released` (a cancelled or
+expired order) and by `product.stock_shipped` (the units leave, so on-hand falls with it). What can
+be ordered is `stock = on_hand - reserved`, never below zero. So a re-scrape that states the site's
+count again never undoes a reservation, and a cancellation gives back exactly what it held.
+"""
 
 import uuid
 from datetime import datetime
@@ -11,6 +19,7 @@ from events.base import Event, event
 from events.errors import Conflict, Forbidden, Invalid, NotFound
 
 MANUAL = "manual"
+MAX_STOCK = 1_000_000_000  # on-hand units a product may have: the tables hold 32-bit integers
 
 
 def stream(product_id: uuid.UUID) -> str:
@@ -65,6 +74,17 @@ class StockReserved(Event, kw_only=True):
 
 @event("product.stock_released")
 class StockReleased(Event, kw_only=True):
+    """An order no longer holds these units (cancelled or expired): they can be ordered again."""
+
+    product_id: uuid.UUID
+    order_id: uuid.UUID
+    quantity: int
+
+
+@event("product.stock_shipped")
+class StockShipped(Event, kw_only=True):
+    """An order's reserved units left with its shipment: neither reserved nor on hand any more."""
+
     product_id: uuid.UUID
     order_id: uuid.UUID
     quantity: int
@@ -72,7 +92,8 @@ class StockReleased(Event, kw_only=True):
 
 @event("product.scraped")
 class ProductScraped(Event, kw_only=True):
-    """A shop website shows this product with these values: new, or changed since the last scrape."""
+    """A shop website shows this product with these values: new, or changed since the last scrape.
+    `stock` is the site's on-hand count; reservations of our orders are kept apart."""
 
     product_id: uuid.UUID
     source: str
@@ -95,7 +116,8 @@ class Product(msgspec.Struct, frozen=True, kw_only=True):
     description: str
     price: Decimal
     currency: str
-    stock: int
+    on_hand: int
+    reserved: int
     sku: str | None
     image_url: str | None
     source: str
@@ -103,6 +125,11 @@ class Product(msgspec.Struct, frozen=True, kw_only=True):
     created_at: datetime
     updated_at: datetime
     version: int
+
+    @property
+    def stock(self) -> int:
+        """What can be ordered now."""
+        return max(self.on_hand - self.reserved, 0)
 
 
 EDITABLE = ("name", "description", "price", "currency", "sku", "image_url")
@@ -112,25 +139,30 @@ def evolve(state: Product | None, e: Event, version: int, at: datetime) -> Produ
     match e:
         case ProductCreated():
             return Product(id=e.product_id, seller_id=e.seller_id, name=e.name, description=e.description,
-                           price=e.price, currency=e.currency, stock=e.stock, sku=e.sku, image_url=e.image_url,
-                           source=e.source, active=True, created_at=e.created_at, updated_at=at, version=version)
+                           price=e.price, currency=e.currency, on_hand=e.stock, reserved=0, sku=e.sku,
+                           image_url=e.image_url, source=e.source, active=True, created_at=e.created_at, updated_at=at, version=version)
         case ProductScraped() if state is None:
             return Product(id=e.product_id, seller_id=None, name=e.name, description=e.description, price=e.price,
-                           currency=e.currency, stock=e.stock, sku=e.sku, image_url=e.image_url, source=e.source,
-                           active=True, created_at=e.scraped_at, updated_at=at, version=version)
+                           currency=e.currency, on_hand=e.stock, reserved=0, sku=e.sku, image_url=e.image_url,
+                           source=e.source, active=True, created_at=e.scraped_at, updated_at=at, version=version)
         case ProductScraped():
             return msgspec.structs.replace(state, name=e.name, description=e.description, price=e.price,
-                                           currency=e.currency, stock=e.stock, sku=e.sku, image_url=e.image_url,
+                                           currency=e.currency, on_hand=e.stock, sku=e.sku, image_url=e.image_url,
                                            updated_at=at, version=version)
         case ProductUpdated() if state:
             changes = {f: getattr(e, f) for f in EDITABLE if getattr(e, f) is not UNSET}
             return msgspec.structs.replace(state, **changes, updated_at=at, version=version)
         case ProductRestocked() if state:
-            return msgspec.structs.replace(state, stock=state.stock + e.quantity, updated_at=at, version=version)
+            return msgspec.structs.replace(state, on_hand=state.on_hand + e.quantity, updated_at=at, version=version)
         case StockReserved() if state:
-            return msgspec.structs.replace(state, stock=state.stock - e.quantity, updated_at=at, version=version)
+            return msgspec.structs.replace(state, reserved=state.reserved + e.quantity, updated_at=at, version=version)
         case StockReleased() if state:
-            return msgspec.structs.replace(state, stock=state.stock + e.quantity, updated_at=at, version=version)
+            return msgspec.structs.replace(state, reserved=max(state.reserved - e.quantity, 0), updated_at=at,
+                                           version=version)
+        case StockShipped() if state:
+            # A scrape may have lowered on-hand below what was reserved meanwhile: floor at zero.
+            return msgspec.structs.replace(state, on_hand=max(state.on_hand - e.quantity, 0),
+                                           reserved=max(state.reserved - e.quantity, 0), updated_at=at, version=version)
         case ProductDiscontinued() if state:
             return msgspec.structs.replace(state, active=False, updated_at=at, version=version)
     return msgspec.structs.replace(state, updated_at=at, version=version) if state else state
@@ -154,6 +186,9 @@ def restock(product: Product | None, actor_id: uuid.UUID, is_admin: bool, quanti
     product = _owned(product, actor_id, is_admin)
     if quantity <= 0:
         raise Invalid("quantity", "must be a positive whole number")
+    if product.on_hand + quantity > MAX_STOCK:
+        raise Conflict(f"a product holds at most {MAX_STOCK} units on hand; it has {product.on_hand}",
+                       field="quantity", on_hand=product.on_hand, limit=MAX_STOCK)
     return [ProductRestocked(product_id=product.id, quantity=quantity)]
 
 
@@ -180,3 +215,8 @@ def reserve(product: Product | None, product_id: uuid.UUID, order_id: uuid.UUID,
 def release(product: Product, order_id: uuid.UUID, quantity: int) -> list[Event]:
     """Stock goes back even to a discontinued product: its count stays true."""
     return [StockReleased(product_id=product.id, order_id=order_id, quantity=quantity)]
+
+
+def ship(product: Product, order_id: uuid.UUID, quantity: int) -> list[Event]:
+    """The reserved units leave with the shipment, from a discontinued product too."""
+    return [StockShipped(product_id=product.id, order_id=order_id, quantity=quantity)]

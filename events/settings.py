@@ -28,6 +28,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_body_bytes: int = 1_048_576
     default_currency: str = "USD"
     ryw_timeout: float = 2.0  # seconds a command waits for its projection (read-your-writes)
+    order_payment_timeout: float = 1800.0  # seconds an order may stay unpaid before it expires
     fulfilment_ship_after: float = 5.0
     fulfilment_deliver_after: float = 10.0
     scraper_sources: str | None = None  # a TOML file of extra sources
@@ -36,6 +37,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     relay_batch_size: int = 1000
     relay_poll_seconds: float = 1.0
     projection_max_attempts: int = 5
+    projection_retry_seconds: float = 1.0  # first retry's backoff; it doubles on each attempt, up to a minute
     log_level: str = "INFO"
     log_format: str = "json"  # or "text"
 
@@ -57,6 +59,7 @@ _ENV = {
     "MAX_BODY_BYTES": "max_body_bytes",
     "DEFAULT_CURRENCY": "default_currency",
     "READ_YOUR_WRITES_TIMEOUT": "ryw_timeout",
+    "ORDER_PAYMENT_TIMEOUT": "order_payment_timeout",
     "FULFILMENT_SHIP_AFTER": "fulfilment_ship_after",
     "FULFILMENT_DELIVER_AFTER": "fulfilment_deliver_after",
     "SCRAPER_SOURCES": "scraper_sources",
@@ -65,6 +68,7 @@ _ENV = {
     "RELAY_BATCH_SIZE": "relay_batch_size",
     "RELAY_POLL_SECONDS": "relay_poll_seconds",
     "PROJECTION_MAX_ATTEMPTS": "projection_max_attempts",
+    "PROJECTION_RETRY_SECONDS": "projection_retry_seconds",
     "LOG_LEVEL": "log_level",
     "LOG_FORMAT": "log_format",
 }

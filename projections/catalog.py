@@ -47,8 +47,8 @@ async def save(conn: AsyncConnection, table: str, *products: Product) -> None:
         await conn.execute(_upsert_many(table), (msgspec.json.encode(products).decode(),))
 
 
-_TYPES = ("uuid", "uuid", "text", "text", "numeric", "text", "integer", "text", "text", "text", "boolean",
-          "timestamptz", "timestamptz", "integer")
+_TYPES = ("uuid", "uuid", "text", "text", "numeric", "text", "integer", "integer", "text", "text", "text",
+          "boolean", "timestamptz", "timestamptz", "integer")
 
 
 def _upsert(table: str, source: str | None = None) -> str:

@@ -46,6 +46,11 @@ def _worker(args: argparse.Namespace) -> None:
         run_until_signal(ScraperWorker(s.database_url, s.rabbitmq_url, sources_file=s.scraper_sources,
                                        timeout=s.scraper_timeout, retries=s.scraper_retries).run)
         return
+    if args.name == "expiry":
+        from workers.expiry import Expiry
+
+        run_until_signal(Expiry(s.database_url, timeout=s.order_payment_timeout).run)
+        return
     if args.name == "fulfilment":
         from workers.fulfilment import Fulfilment
 
@@ -55,9 +60,9 @@ def _worker(args: argparse.Namespace) -> None:
         return
     projectors = registry()
     if args.name not in projectors:
-        sys.exit(f"unknown worker {args.name!r}; known: {', '.join(sorted(projectors))}, scraper, fulfilment")
+        sys.exit(f"unknown worker {args.name!r}; known: {', '.join(sorted(projectors))}, scraper, expiry, fulfilment")
     consumer = ProjectionConsumer(projectors[args.name], s.database_url, s.rabbitmq_url,
-                                  max_attempts=s.projection_max_attempts)
+                                  max_attempts=s.projection_max_attempts, retry_seconds=s.projection_retry_seconds)
     run_until_signal(consumer.run)
 
 
@@ -176,7 +181,7 @@ def components(host: str, port: int, fulfilment: bool = False) -> list[tuple[str
 
     extra = [("worker fulfilment", ["worker", "fulfilment"])] if fulfilment else []
     return [("api", ["api", "--host", host, "--port", str(port)]), ("relay", ["relay"])] + [
-        (f"worker {name}", ["worker", name]) for name in [*registry(), "scraper"]
+        (f"worker {name}", ["worker", name]) for name in [*registry(), "scraper", "expiry"]
     ] + extra
 
 
@@ -205,7 +210,8 @@ def parser() -> argparse.ArgumentParser:
     api.add_argument("--workers", type=int, default=1, help="API processes (it is stateless)")
     api.set_defaults(func=_api)
     sub.add_parser("relay", help="the outbox relay alone").set_defaults(func=_relay)
-    worker = sub.add_parser("worker", help="one worker: users, catalog, orders (projections), scraper, fulfilment")
+    worker = sub.add_parser("worker", help="one worker: users, catalog, orders (projections), scraper, expiry,"
+                                           " fulfilment")
     worker.add_argument("name")
     worker.set_defaults(func=_worker)
     projections = sub.add_parser("projections", help="read tables: status, rebuild, dead letters")

@@ -29,6 +29,7 @@ from workers.sources import Source, for_url
 log = logging.getLogger(__name__)
 
 MAX_STOCK = 1_000_000_000
+_STATE_FIELD = {"stock": "on_hand"}  # a scraped count is the site's on-hand figure; reservations are ours
 PRODUCT_NAMESPACE = uuid.UUID("6f1c1d3e-93b5-4c4e-8f0c-6b0f3c2f9a11")
 
 
@@ -115,7 +116,8 @@ class Scraper:
         async with self.pool.connection() as conn, conn.transaction():
             await catalog.lock(conn, [pid])
             current = await catalog.load(conn, "product_state", pid)
-            if current and (not current.active or all(getattr(current, k) == v for k, v in values.items())):
+            if current and (not current.active or all(getattr(current, _STATE_FIELD.get(k, k)) == v
+                                                      for k, v in values.items())):
                 return "unchanged"  # a product an admin discontinued stays discontinued
             now = datetime.now(UTC)
             event = products.ProductScraped(product_id=pid, source=source.name, url=item.url, run_id=run_id,

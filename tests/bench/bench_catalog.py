@@ -35,14 +35,14 @@ async def seed(pool, count: int) -> list[uuid.UUID]:
     start = datetime(2026, 1, 1, tzinfo=UTC)
     async with pool.connection() as conn:
         async with conn.cursor().copy(
-            "COPY products (id, seller_id, name, description, price, currency, stock, sku, image_url, source,"
+            "COPY products (id, seller_id, name, description, price, currency, on_hand, reserved, sku, image_url, source,"
             " active, created_at, updated_at, version) FROM STDIN") as copy:
             for i in range(count):
                 words = rng.sample(WORDS, 3)
                 at = start + timedelta(seconds=i * 7)
                 await copy.write_row((uuid.uuid4(), rng.choice(sellers), " ".join(words[:2]).title(),
                                       f"A {words[2]} thing, number {i}", Decimal(rng.randint(100, 100_000)) / 100,
-                                      rng.choice(["USD", "EUR", "IRR"]), rng.choice([0, 0, 5, 10, 100]), None, None,
+                                      rng.choice(["USD", "EUR", "IRR"]), rng.choice([0, 0, 5, 10, 100]), 0, None, None,
                                       rng.choice(["manual", "manual", "gantoum", "books-toscrape"]),
                                       rng.random() > 0.05, at, at, 1))
         await conn.execute("ANALYZE products")
