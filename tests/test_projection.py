@@ -5,6 +5,7 @@ from collections import Counter
 from types import SimpleNamespace
 
 import aio_pika
+import msgspec
 import psycopg
 import pytest
 from faststream.rabbit import RabbitBroker
@@ -127,6 +128,7 @@ async def pipeline(services, projector, **consumer_args):
 @contextlib.asynccontextmanager
 async def pipeline_for(services, projector, **consumer_args):
     """The projection consumer and the relay, running against the real broker and database."""
+    consumer_args.setdefault("retry_seconds", 0.05)  # the backoff's shape is tested on its own
     consumer = ProjectionConsumer(projector, services.database_url, services.rabbitmq_url, **consumer_args)
     relay = Relay(services.database_url, services.rabbitmq_url, poll_seconds=0.2)
     stop = asyncio.Event()
@@ -475,3 +477,47 @@ async def test_a_retry_that_cannot_be_published_gives_the_message_back(services,
     [message] = [m for m in dead if m.headers["stream_id"] == poisoned]
     assert message.headers["x-attempts"] == 3 and "bad data" in message.headers["x-error"]
     assert await row(pool, poisoned) is None
+
+
+POISON = [
+    ("not JSON, declared as JSON", b"{not json", "application/json"),
+    ("not JSON, no content type", b"{not json", None),
+    ("a JSON array", b"[1, 2, 3]", "application/json"),
+    ("a 1 MB body", b"x" * 1_048_576, "application/json"),
+]
+
+
+async def test_undecodable_messages_are_dead_lettered_at_once_and_the_next_one_flows(services, pool, counters):
+    async with pipeline(services, counters, max_attempts=5) as consumer:
+        stream, [good] = await stream_of(pool, 1)
+        # An envelope that decodes, with event data that does not fit its type: as hopeless as garbage.
+        misfit = msgspec.json.encode(msgspec.structs.replace(
+            good, stream_id=f"count-{uuid.uuid4()}", data=msgspec.Raw(b'{"n": "not a number"}')))
+        async with await aio_pika.connect(services.rabbitmq_url) as connection:
+            channel = await connection.channel(publisher_confirms=True)
+            for _, body, content_type in [*POISON, ("misfit data", misfit, "application/json")]:
+                await channel.default_exchange.publish(aio_pika.Message(body, content_type=content_type),
+                                                       routing_key="projections.testcount")
+        healthy, _ = await stream_of(pool, 2)
+        await eventually(lambda: _row_is(pool, healthy, (2, 30, [1, 2])), what="the event after the poison")
+        await eventually(lambda: _async(consumer.counts["dead_lettered"] == len(POISON) + 1), what="five dead letters")
+        assert consumer.counts["failed"] == len(POISON) + 1  # one attempt each: no retries
+
+    async with await aio_pika.connect(services.rabbitmq_url) as connection:
+        channel = await connection.channel()
+        dlq = await channel.declare_queue("projections.testcount.dlq", passive=True)
+        dead = []
+        while (message := await dlq.get(fail=False)) is not None:
+            await message.ack()
+            dead.append(message)
+    assert len(dead) == len(POISON) + 1
+    assert all(m.headers["x-attempts"] == 1 and m.headers["x-error"] for m in dead)
+    assert sorted(len(m.body) for m in dead)[-1] == 1_048_576
+
+
+def test_projection_retries_back_off_doubling_up_to_a_minute():
+    consumer = SimpleNamespace(retry_seconds=1.0)
+    delays = [ProjectionConsumer.backoff(consumer, n) for n in range(1, 10)]
+    assert delays[:5] == [1.0, 2.0, 4.0, 8.0, 16.0]
+    assert sum(delays[:4]) == 15.0  # five attempts span fifteen seconds, not one
+    assert max(delays) == 60.0

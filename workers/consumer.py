@@ -3,8 +3,10 @@ batches, one transaction each.
 
 Acks only after the batch's transaction commits, and with as few acks as it can: one `basic.ack`
 with `multiple` for the done deliveries of a channel that no unsettled one precedes. A message whose
-handling fails is published again with an attempt count (to the back of the queue, so other streams
-keep flowing) and, after `max_attempts`, to the dead-letter queue with the error in its headers.
+handling fails is published again with an attempt count after a backoff that doubles each time (to
+the back of the queue, so other streams keep flowing) and, after `max_attempts`, to the dead-letter
+queue with the error in its headers. A message that cannot be decoded, or whose event data does not
+fit its type, would fail the same way every time: it goes to the dead-letter queue at once.
 Losing the database is not the message's fault: the worker waits for it and does not spend the
 message's attempts.
 """
@@ -36,6 +38,9 @@ from workers.runtime import correlation_id
 log = logging.getLogger(__name__)
 
 _OUTAGES = (psycopg.OperationalError, psycopg_pool.PoolTimeout)
+# Undecodable bodies and event data that does not fit its type: retrying cannot help.
+_PERMANENT = (msgspec.MsgspecError,)
+MAX_BACKOFF = 60.0
 
 
 _MAX_TRACKED = 10_000  # deliveries one channel keeps track of beyond its watermark
@@ -99,13 +104,13 @@ class _Deliveries:
 
 class ProjectionConsumer:
     def __init__(self, projector: Projector, database_url: str, rabbitmq_url: str, *,
-                 max_attempts: int = 5, prefetch: int = 256, batch_size: int = 128,
+                 max_attempts: int = 5, retry_seconds: float = 1.0, prefetch: int = 256, batch_size: int = 128,
                  bindings: tuple[str, ...] | None = None):
         self.projector = projector
         self.queue = topology.projection_queue(projector.name)
         self.bindings = bindings
         self.rabbitmq_url = rabbitmq_url
-        self.max_attempts, self.batch_size = max_attempts, batch_size
+        self.max_attempts, self.retry_seconds, self.batch_size = max_attempts, retry_seconds, batch_size
         self.counts: Counter[str] = Counter()  # outcomes, failures, and the acks sent
         self.pool = make_pool(database_url, min_size=1, max_size=4)
         # No dependency injection: the handler takes the message from the broker's context. FastStream
@@ -251,13 +256,13 @@ class ProjectionConsumer:
         common = dict(headers=headers, persist=True, message_id=msg.message_id, correlation_id=msg.correlation_id,
                       content_type=raw.content_type, message_type=raw.type, timestamp=raw.timestamp)
         try:
-            if attempts >= self.max_attempts:
+            if attempts >= self.max_attempts or isinstance(exc, _PERMANENT):  # retrying cannot help these
                 await self.broker.publish(msg.body, exchange=topology.DLX, routing_key=self.queue, **common)
                 self.counts["dead_lettered"] += 1
                 log.error("projection %s dead-lettered message %s after %d attempts", self.projector.name,
                           msg.message_id, attempts)
             else:
-                await asyncio.sleep(min(0.05 * 2**attempts, 2))  # bounded backoff: never a hot loop
+                await asyncio.sleep(self.backoff(attempts))
                 await self.broker.publish(msg.body, routing_key=self.queue, **common)
         except Exception:  # give it back; the queue's delivery limit still bounds its attempts
             log.exception("projection %s could not re-publish message %s", self.projector.name, msg.message_id)
@@ -270,6 +275,10 @@ class ProjectionConsumer:
             return
         if await self._ack(msg):  # after the copy is published: nothing is lost in between
             self._mark(msg, _State.ACKED)  # only now may a multiple ack cover its tag
+
+    def backoff(self, attempts: int) -> float:
+        """Seconds before attempt `attempts + 1`: retry_seconds, doubling, at most a minute."""
+        return min(self.retry_seconds * 2 ** (attempts - 1), MAX_BACKOFF)
 
     def _mark(self, msg: RabbitMessage, state: _State) -> None:
         try:
