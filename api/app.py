@@ -15,9 +15,10 @@ from api import admin, auth, cart, health, orders, products, users
 from api.consistency import Projected
 from api.metrics import HttpMetrics, correlate, measure_requests, metrics
 from api.problems import HANDLERS
-from api.security import Passwords, Tokens
+from api.security import Tokens
 from api.wakeup import RelayWaker, wake_relay_after_commands
 from events.db import make_pool
+from events.passwords import Passwords
 from events.settings import Settings, settings as env_settings
 from projections.catalog import CatalogProjector
 from projections.orders import OrdersProjector

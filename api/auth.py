@@ -13,14 +13,34 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 from litestar.params import JSONBody
 from msgspec import Meta
 
-from api import accounts, ratelimit
-from api.accounts import Caller
+from api import ratelimit
 from api.security import ACCESS, REFRESH, InvalidToken, TokenPair
 from events.base import Meta as EventMeta
+from events.commands import accounts, sessions
 from events.errors import Invalid, Unauthorized
+from events.users import Actor, User
 
 Email = Annotated[str, Meta(min_length=3, max_length=254, pattern=r"^\s*[^@\s]+@[^@\s]+\.[^@\s]+\s*$")]
 Password = Annotated[str, Meta(min_length=8, max_length=128)]
+
+
+class Caller(msgspec.Struct, frozen=True):
+    """The authenticated user of a request, as its events say now (not as the token said)."""
+
+    user: User
+    family: uuid.UUID
+
+    @property
+    def id(self) -> uuid.UUID:
+        return self.user.id
+
+    @property
+    def role(self) -> str:
+        return self.user.role
+
+    @property
+    def actor(self) -> Actor:
+        return self.user.actor
 
 
 class BearerAuth(AbstractAuthenticationMiddleware):
@@ -37,10 +57,10 @@ class BearerAuth(AbstractAuthenticationMiddleware):
         except InvalidToken as exc:
             raise NotAuthorizedException(f"invalid token: {exc}") from None
         async with state.pool.connection() as conn:
-            caller = await accounts.load_caller(conn, claims["sub"], claims["fam"])
-        if caller is None:
+            user = await accounts.session_user(conn, claims["sub"], claims["fam"])
+        if user is None:
             raise NotAuthorizedException("the token's user is deactivated or its session was revoked")
-        return AuthenticationResult(user=caller, auth=claims)
+        return AuthenticationResult(user=Caller(user, claims["fam"]), auth=claims)
 
 
 def requires(*roles: str):
@@ -124,7 +144,9 @@ async def _login_fields(request: Request) -> LoginIn:
 async def login(request: Request, state: State) -> TokenPair:
     await ratelimit.limit(state.pool, request, "login", state.settings.login_rate_limit)
     fields = await _login_fields(request)
-    return await accounts.login(state.pool, state.passwords, state.tokens, fields.email, fields.password)
+    tokens = state.tokens
+    return tokens.pair(await sessions.login(state.pool, state.passwords, fields.email, fields.password,
+                                            tokens.refresh_expiry()))
 
 
 @post("/auth/refresh", opt=PUBLIC, operation_id="refresh", tags=["auth"], status_code=200,
@@ -134,13 +156,14 @@ async def refresh(data: JSONBody[RefreshIn], state: State) -> TokenPair:
         claims = state.tokens.decode(data.refresh_token, REFRESH)
     except InvalidToken as exc:
         raise Unauthorized(f"invalid refresh token: {exc}") from None
-    return await accounts.refresh(state.pool, state.tokens, claims)
+    return state.tokens.pair(await sessions.rotate(state.pool, claims["jti"], claims["fam"], claims["sub"],
+                                                   state.tokens.refresh_expiry()))
 
 
 @post("/auth/logout", operation_id="logout", tags=["auth"], status_code=204,
       summary="Revoke this login's refresh tokens")
 async def logout(request: Request[Caller, dict, State], state: State) -> Response[None]:
-    await accounts.revoke_family(state.pool, request.user)
+    await sessions.revoke(state.pool, request.user.family)
     return Response(None, status_code=204)
 
 

@@ -10,10 +10,10 @@ from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody
 from msgspec import Meta
 
-from api import ordering
 from api.auth import event_meta, requires
 from api.orders import AddressIn, OrderOut, idempotency, placed, watch_order
-from events.errors import Invalid, NotFound
+from events.commands import ordering
+from events.errors import NotFound
 
 
 class QuantityIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -96,17 +96,10 @@ async def empty_cart(request: Request, state: State) -> None:
 @post("/cart/checkout", guards=BUYERS, operation_id="checkout", tags=["cart"],
       summary="Place an order with the cart's lines and empty it (honours Idempotency-Key)")
 async def checkout(data: JSONBody[CheckoutIn], request: Request, state: State) -> Response[OrderOut]:
-    async with state.pool.connection() as conn:
-        cur = await conn.execute("SELECT product_id, quantity FROM cart_items WHERE buyer_id = %s ORDER BY added_at",
-                                 (request.user.id,))
-        items = [(r[0], r[1]) for r in await cur.fetchall()]
-    key = idempotency(request, data)
-    if not items and key is None:
-        raise Invalid("cart", "the cart is empty")
     order_id = uuid.uuid4()
     with watch_order(state, order_id) as watch:
-        order, created = await ordering.place(state.pool, request.user.id, items, data.shipping_address.address(),
-                                              event_meta(request), idempotency=key, from_cart=True,
+        order, created = await ordering.place(state.pool, request.user.id, None, data.shipping_address.address(),
+                                              event_meta(request), idempotency=idempotency(request, data),
                                               order_id=order_id)
         return await placed(state, order, created, watch)
 

@@ -5,11 +5,13 @@ RabbitMQ, so any API process answers for the whole system and no worker needs a 
 """
 
 import time
+import uuid
 from collections import defaultdict
 
 from litestar import Response, get
 from litestar.datastructures import State
 
+from events.context import correlation_id
 from projections.status import database_status, with_queues
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -112,10 +114,6 @@ async def metrics(state: State) -> Response[str]:
 def correlate(app):
     """ASGI middleware: the request's X-Correlation-ID (or a new one) goes on its events, its log lines
     and its response."""
-    import uuid
-
-    from workers.runtime import correlation_id
-
     async def middleware(scope, receive, send):
         if scope["type"] != "http":
             await app(scope, receive, send)

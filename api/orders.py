@@ -4,7 +4,7 @@ import hashlib
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated
 
 import msgspec
 from litestar import Request, Response, get, post
@@ -12,14 +12,14 @@ from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from msgspec import Meta
 
-from api import ordering
 from api.auth import event_meta, requires
 from api.consistency import Watch
 from api.pagination import decode_cursor, encode_cursor
 from events import orders
+from events.commands import ordering
 from events.errors import Invalid, NotFound
-from events.orders import Address, Order
-from projections.orders import OrdersProjector, load as load_row
+from events.orders import Address, Order, Status
+from projections.orders import OrdersProjector, load as load_row, load_many
 
 Text = Annotated[str, Meta(min_length=1, max_length=200)]
 
@@ -66,7 +66,7 @@ class LineOut(msgspec.Struct):
 
 class OrderOut(msgspec.Struct):
     id: uuid.UUID
-    status: str
+    status: Status
     items: list[LineOut]
     total: str
     currency: str
@@ -162,7 +162,7 @@ async def _current(state: State, order_id: uuid.UUID) -> Order | None:
      summary="One order (404 to anyone who may not see it)")
 async def get_order(order_id: FromPath[uuid.UUID], request: Request, state: State) -> OrderOut:
     order = await _current(state, order_id)
-    if not ordering.visible(order, request.user):
+    if not orders.visible(order, request.user.actor):
         raise NotFound("no such order")
     return out(order)
 
@@ -172,20 +172,16 @@ async def get_order(order_id: FromPath[uuid.UUID], request: Request, state: Stat
 async def list_orders(
     request: Request,
     state: State,
-    status: FromQuery[Literal["pending", "paid", "shipped", "delivered", "cancelled", "expired"] | None] = None,
+    status: FromQuery[Status | None] = None,
     created_from: FromQuery[datetime | None] = None,
     created_to: FromQuery[datetime | None] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
     cursor: FromQuery[str | None] = None,
 ) -> OrderPage:
-    caller = request.user
     where, params = [], []
-    if caller.role == "buyer":
-        where.append("buyer_id = %s")
-        params.append(caller.id)
-    elif caller.role == "seller":
-        where.append("(seller_ids @> ARRAY[%s]::uuid[] OR buyer_id = %s)")
-        params += [caller.id, caller.id]
+    if (keys := orders.keys(request.user.actor)) is not None:
+        where.append("viewers && %s::text[]")  # the same rule as orders.visible
+        params.append(keys)
     for value, clause in ((status, "status = %s"), (created_from, "created_at >= %s"), (created_to, "created_at < %s")):
         if value is not None:
             where.append(clause)
@@ -201,7 +197,8 @@ async def list_orders(
     async with state.pool.connection() as conn:
         cur = await conn.execute(sql + " ORDER BY created_at DESC, id DESC LIMIT %s", [*params, limit + 1])
         ids = [r[0] for r in await cur.fetchall()]
-        found = [await load_row(conn, i) for i in ids[:limit]]
+        by_id = await load_many(conn, ids[:limit])
+    found = [by_id[i] for i in ids[:limit]]
     next_cursor = encode_cursor(state.settings.jwt_secret, [found[-1].created_at.isoformat(), str(found[-1].id)]) \
         if len(ids) > limit else None
     return OrderPage(items=[out(o) for o in found], next_cursor=next_cursor)
@@ -209,7 +206,7 @@ async def list_orders(
 
 async def _transition(request: Request, state: State, order_id: uuid.UUID, decide) -> OrderOut:
     with watch_order(state, order_id) as watch:
-        order = await ordering.transition(state.pool, order_id, request.user, decide, event_meta(request))
+        order = await ordering.transition(state.pool, order_id, request.user.actor, decide, event_meta(request))
         await read_your_write(state, order, watch)
     return out(order)
 
@@ -219,31 +216,31 @@ async def _transition(request: Request, state: State, order_id: uuid.UUID, decid
 async def pay(order_id: FromPath[uuid.UUID], request: Request, state: State,
               data: JSONBody[PayIn | None] = None) -> OrderOut:
     reference = (data.reference if data and data.reference else None) or f"test_{uuid.uuid4().hex}"
-    caller = request.user
-    return await _transition(request, state, order_id, lambda o: orders.pay(o, caller.id, reference))
+    actor = request.user.actor
+    return await _transition(request, state, order_id, lambda o: orders.pay(o, actor, reference))
 
 
 @post("/orders/{order_id:uuid}/ship", operation_id="shipOrder", tags=["orders"], status_code=200,
       summary="Ship a paid order (admin, or the seller of every line)")
 async def ship(order_id: FromPath[uuid.UUID], request: Request, state: State) -> OrderOut:
-    caller = request.user
-    return await _transition(request, state, order_id, lambda o: orders.ship(o, caller.id, caller.role))
+    actor = request.user.actor
+    return await _transition(request, state, order_id, lambda o: orders.ship(o, actor))
 
 
 @post("/orders/{order_id:uuid}/deliver", operation_id="deliverOrder", tags=["orders"], status_code=200,
       summary="Mark a shipped order delivered (admin, or the seller of every line)")
 async def deliver(order_id: FromPath[uuid.UUID], request: Request, state: State) -> OrderOut:
-    caller = request.user
-    return await _transition(request, state, order_id, lambda o: orders.deliver(o, caller.id, caller.role))
+    actor = request.user.actor
+    return await _transition(request, state, order_id, lambda o: orders.deliver(o, actor))
 
 
 @post("/orders/{order_id:uuid}/cancel", operation_id="cancelOrder", tags=["orders"], status_code=200,
       summary="Cancel a pending or paid order (the buyer, or an admin); stock goes back, a payment is refunded")
 async def cancel(order_id: FromPath[uuid.UUID], request: Request, state: State,
                  data: JSONBody[CancelIn | None] = None) -> OrderOut:
-    caller = request.user
+    actor = request.user.actor
     reason = data.reason if data else ""
-    return await _transition(request, state, order_id, lambda o: orders.cancel(o, caller.id, caller.role, reason))
+    return await _transition(request, state, order_id, lambda o: orders.cancel(o, actor, reason))
 
 
 ROUTES = [place_order, get_order, list_orders, pay, ship, deliver, cancel]

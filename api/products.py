@@ -12,10 +12,10 @@ from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from msgspec import UNSET, Meta, UnsetType
 
-from api import catalog
 from api.auth import PUBLIC, event_meta, requires
 from api.pagination import decode_cursor, encode_cursor
-from events import products
+from events import product_state, products
+from events.commands import catalog
 from events.errors import Invalid, NotFound
 from events.money import parse_currency, parse_price
 from events.products import Product
@@ -136,7 +136,7 @@ async def update_product(product_id: FromPath[uuid.UUID], data: JSONBody[Product
         changes["name"] = changes["name"].strip()
     caller = request.user
     product = await catalog.change(
-        state.pool, product_id, lambda p: products.update(p, caller.id, caller.role == "admin", changes),
+        state.pool, product_id, lambda p: products.update(p, caller.actor, changes),
         event_meta(request), if_match=parse_if_match(request))
     await read_your_write(request, state, product)
     return respond(product)
@@ -148,7 +148,7 @@ async def restock_product(product_id: FromPath[uuid.UUID], data: JSONBody[Restoc
                           state: State) -> Response[ProductOut]:
     caller = request.user
     product = await catalog.change(
-        state.pool, product_id, lambda p: products.restock(p, caller.id, caller.role == "admin", data.quantity),
+        state.pool, product_id, lambda p: products.restock(p, caller.actor, data.quantity),
         event_meta(request))
     await read_your_write(request, state, product)
     return respond(product)
@@ -159,14 +159,26 @@ async def restock_product(product_id: FromPath[uuid.UUID], data: JSONBody[Restoc
 async def discontinue_product(product_id: FromPath[uuid.UUID], request: Request, state: State) -> None:
     caller = request.user
     product = await catalog.change(
-        state.pool, product_id, lambda p: products.discontinue(p, caller.id, caller.role == "admin"),
+        state.pool, product_id, lambda p: products.discontinue(p, caller.actor),
         event_meta(request), if_match=parse_if_match(request))
     await read_your_write(request, state, product)
 
 
+async def _current(state: State, product_id: uuid.UUID) -> Product | None:
+    """The read row, or the write-side row when the projection has not caught up with it yet, so a
+    client always reads its own writes of a single product."""
+    async with state.pool.connection() as conn:
+        row = await rows.load(conn, product_id)
+        cur = await conn.execute("SELECT version FROM product_state WHERE product_id = %s", (product_id,))
+        head = await cur.fetchone()
+        if head and (row is None or row.version < head[0]):
+            row = await product_state.load(conn, product_id)
+    return row if row and row.active else None
+
+
 @get("/products/{product_id:uuid}", opt=PUBLIC, operation_id="getProduct", tags=["products"], summary="One product")
 async def get_product(product_id: FromPath[uuid.UUID], state: State) -> Response[ProductOut]:
-    product = await catalog.current(state.pool, product_id)
+    product = await _current(state, product_id)
     if product is None:
         raise NotFound("no such product")
     return respond(product)
@@ -247,7 +259,7 @@ async def list_products(
     async with state.pool.connection() as conn:
         cur = await conn.execute(
             f"SELECT {cols} FROM products WHERE {' AND '.join(where)} ORDER BY {order} LIMIT %s", [*params, limit + 1])
-        found = [Product(**dict(zip(rows.COLUMNS, r, strict=True))) for r in await cur.fetchall()]
+        found = [rows.product(r) for r in await cur.fetchall()]
     more = len(found) > limit
     found = found[:limit]
     next_cursor = encode_cursor(state.settings.jwt_secret, [sort.value, *key(found[-1])]) if more else None

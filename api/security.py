@@ -1,6 +1,5 @@
-"""Passwords (argon2, off the event loop) and tokens (PyJWT, HS256, typed access/refresh)."""
+"""Tokens: PyJWT, HS256, typed access and refresh tokens that are never interchangeable."""
 
-import asyncio
 import logging
 import re
 import time
@@ -10,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import jwt
 import msgspec
-from passlib.context import CryptContext
 
+from events.commands.sessions import Session
 from events.settings import DEV_SECRET, Settings
 
 log = logging.getLogger(__name__)
@@ -24,25 +23,6 @@ _CANONICAL = re.compile(r"[A-Za-z0-9_-]{1,1000}\.[A-Za-z0-9_-]{1,2000}\.[A-Za-z0
 
 class InvalidToken(Exception):
     pass
-
-
-class Passwords:
-    def __init__(self, settings: Settings):
-        self.context = CryptContext(
-            schemes=["argon2"], deprecated="auto",
-            argon2__time_cost=settings.argon2_time_cost, argon2__memory_cost=settings.argon2_memory_kib,
-        )
-
-    async def hash(self, password: str) -> str:
-        return await asyncio.to_thread(self.context.hash, password)
-
-    async def verify(self, password: str, hashed: str) -> tuple[bool, str | None]:
-        """(matches, a new hash when the stored one uses outdated parameters)."""
-        return await asyncio.to_thread(self.context.verify_and_update, password, hashed)
-
-    async def dummy_verify(self) -> None:
-        """Spend the time of one verification, so an unknown email cannot be told by timing."""
-        await asyncio.to_thread(self.context.dummy_verify)
 
 
 class TokenPair(msgspec.Struct, frozen=True):
@@ -64,17 +44,27 @@ class Tokens:
         self.refresh_ttl = timedelta(days=settings.refresh_token_days)
         # Verified access tokens by their exact text: HMAC verification is deterministic, so the same
         # string verifies the same way again, save for the expiry, checked on every hit. Revocation and
-        # deactivation are checked per request elsewhere (accounts.load_caller), never cached here.
+        # deactivation are checked per request elsewhere (api/auth.py), never cached here.
         self._verified: OrderedDict[str, tuple[dict, int]] = OrderedDict()
         self.clock = time.time  # seconds since the epoch, as PyJWT compares `exp`
 
     def issue(self, typ: str, user_id: uuid.UUID, role: str, family: uuid.UUID,
-              jti: uuid.UUID | None = None) -> tuple[str, datetime]:
+              jti: uuid.UUID | None = None, expires: datetime | None = None) -> tuple[str, datetime]:
         now = datetime.now(UTC)
-        expires = now + (self.access_ttl if typ == ACCESS else self.refresh_ttl)
+        expires = expires or now + (self.access_ttl if typ == ACCESS else self.refresh_ttl)
         claims = {"sub": str(user_id), "role": role, "typ": typ, "jti": str(jti or uuid.uuid4()),
                   "fam": str(family), "iat": now, "exp": expires, "iss": self.issuer, "aud": self.audience}
         return jwt.encode(claims, self.secret, algorithm="HS256"), expires
+
+    def refresh_expiry(self) -> datetime:
+        return datetime.now(UTC) + self.refresh_ttl
+
+    def pair(self, session: Session) -> TokenPair:
+        """The access token and the refresh token of a login's newest refresh token."""
+        user = session.user
+        access, _ = self.issue(ACCESS, user.id, user.role, session.family)
+        refresh, _ = self.issue(REFRESH, user.id, user.role, session.family, session.jti, session.expires_at)
+        return TokenPair(access, refresh, int(self.access_ttl.total_seconds()))
 
     def decode(self, token: str, typ: str) -> dict:
         """Verify signature, algorithm, expiry, issuer, audience, required claims and the token type.

@@ -9,9 +9,9 @@ from litestar import Request, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from api import accounts
 from api.auth import UserOut, event_meta, requires
 from api.pagination import decode_cursor, encode_cursor
+from events.commands import accounts
 from events.users import Role
 
 

@@ -1,6 +1,7 @@
 """What every event is, and the one registry from stored type name to class."""
 
 import uuid
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import ClassVar, TypeVar
 
@@ -82,3 +83,26 @@ class Recorded(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def checkpoint(self) -> tuple[int, int]:
         return (self.tx_id, self.position)
+
+
+S = TypeVar("S")
+# Every stream kind's state transition: (state before, the event, its stream version, when) -> state after.
+Evolve = Callable[[S | None, Event, int, datetime], S | None]
+
+
+def fold(evolve: Evolve[S], history: Iterable[tuple[Event, int, datetime]], state: S | None = None) -> S | None:
+    """The state that `history` (event, version, when) leaves, starting from `state`."""
+    for e, version, at in history:
+        state = evolve(state, e, version, at)
+    return state
+
+
+def replay(evolve: Evolve[S], recorded: Iterable[Recorded]) -> S | None:
+    """A stream's state from its stored events."""
+    return fold(evolve, ((r.event(), r.version, r.recorded_at) for r in recorded))
+
+
+def advance(evolve: Evolve[S], state: S | None, events: Iterable[Event], at: datetime) -> S | None:
+    """The state after newly decided `events`, numbered on from the state's version."""
+    start = state.version if state is not None else 0
+    return fold(evolve, ((e, start + i, at) for i, e in enumerate(events, 1)), state)

@@ -1,6 +1,6 @@
 """Exact money: decimal prices with at most two places, and ISO 4217 currency codes."""
 
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from events.errors import Invalid
 
@@ -17,21 +17,29 @@ THB TJS TMT TND TOP TRY TTD TWD TZS UAH UGX USD UYU UZS VES VND VUV WST XAF XCD 
 MAX_PRICE = Decimal("9999999999.99")
 
 
-def parse_price(value: object, field: str = "price") -> Decimal:
-    """A positive decimal with at most two places, from a string (or a JSON number read exactly)."""
+CENT = Decimal("0.01")
+
+
+def parse_price(value: object, field: str = "price", *, round_to_cents: bool = False) -> Decimal:
+    """A positive decimal with at most two places, from a string (or a JSON number read exactly).
+
+    A client must send cents exactly; `round_to_cents` is for what we did not choose (a shop site
+    showing 12.345), rounded half up as shops do, then held to the same rules."""
     if isinstance(value, bool) or not isinstance(value, (str, int, Decimal)):
         raise Invalid(field, "must be a decimal string such as \"19.99\"")
     try:
         price = Decimal(str(value).strip())
     except InvalidOperation:
         raise Invalid(field, "must be a decimal string such as \"19.99\"") from None
+    if round_to_cents and price.is_finite() and abs(price) < MAX_PRICE * 10:
+        price = price.quantize(CENT, rounding=ROUND_HALF_UP)
     if not price.is_finite() or price <= 0:
         raise Invalid(field, "must be greater than 0")
     if price.as_tuple().exponent < -2:
         raise Invalid(field, "must have at most two decimal places")
     if price > MAX_PRICE:
         raise Invalid(field, f"must be at most {MAX_PRICE}")
-    return price.quantize(Decimal("0.01"))
+    return price.quantize(CENT)
 
 
 def parse_currency(value: str, field: str = "currency") -> str:

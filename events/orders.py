@@ -2,13 +2,18 @@
 (pending or paid), or expired (pending past its payment deadline)."""
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Literal
 
 import msgspec
 
+from events import products
 from events.base import Event, event
-from events.errors import Conflict, Forbidden, NotFound
+from events.errors import Conflict, Forbidden, Invalid, NotFound
+from events.products import Product
+from events.users import Actor
 
 
 def stream(order_id: uuid.UUID) -> str:
@@ -76,13 +81,13 @@ class OrderExpired(Event, kw_only=True):
     deadline: datetime  # when payment was due
 
 
-STATUSES = ("pending", "paid", "shipped", "delivered", "cancelled", "expired")
+Status = Literal["pending", "paid", "shipped", "delivered", "cancelled", "expired"]
 
 
 class Order(msgspec.Struct, frozen=True, kw_only=True):
     id: uuid.UUID
     buyer_id: uuid.UUID
-    status: str
+    status: Status
     lines: list[Line]
     total: Decimal
     currency: str
@@ -118,6 +123,69 @@ def evolve(state: Order | None, e: Event, version: int, at: datetime) -> Order |
     return msgspec.structs.replace(state, updated_at=at, version=version) if state else state
 
 
+MAX_LINE_QUANTITY = 1000
+MAX_TOTAL = Decimal("999999999999.99")  # what the read tables' numeric(14,2) holds
+
+
+def merge(items: list[tuple[uuid.UUID, int]]) -> dict[uuid.UUID, int]:
+    """Repeated products as one line each, in product id order (the order their locks are taken in)."""
+    merged: dict[uuid.UUID, int] = {}
+    for product_id, quantity in items:
+        merged[product_id] = merged.get(product_id, 0) + quantity
+    for product_id, quantity in merged.items():
+        if quantity > MAX_LINE_QUANTITY:
+            raise Invalid("items", f"at most {MAX_LINE_QUANTITY} of product {product_id} in one order",
+                          product_id=str(product_id))
+    return dict(sorted(merged.items(), key=lambda kv: str(kv[0])))
+
+
+def place(order_id: uuid.UUID, buyer_id: uuid.UUID, wanted: dict[uuid.UUID, int], found: dict[uuid.UUID, Product],
+          address: Address, now: datetime) -> tuple[OrderPlaced, dict[uuid.UUID, list[Event]]]:
+    """The order, at the catalog's prices, and each product's reservation. Any line that cannot be
+    served refuses the whole order: one currency, live products, enough stock, a total that fits."""
+    lines, currencies, reservations = [], set(), {}
+    for i, (product_id, quantity) in enumerate(wanted.items()):
+        product = found.get(product_id)
+        if product is None or not product.active:
+            raise Invalid(f"items[{i}].product_id", f"product {product_id} does not exist or is discontinued",
+                          product_id=str(product_id))
+        reservations[product_id] = products.reserve(product, product_id, order_id, quantity)
+        currencies.add(product.currency)
+        lines.append(Line(product_id=product_id, seller_id=product.seller_id, name=product.name,
+                          quantity=quantity, unit_price=product.price, line_total=product.price * quantity))
+    if not lines:
+        raise Invalid("items", "there is nothing to order")
+    if len(currencies) > 1:
+        raise Invalid("items", f"an order cannot mix currencies ({', '.join(sorted(currencies))})")
+    total = sum((ln.line_total for ln in lines), Decimal("0.00"))
+    if total > MAX_TOTAL:
+        raise Invalid("items", f"an order's total may be at most {MAX_TOTAL}")
+    placed = OrderPlaced(order_id=order_id, buyer_id=buyer_id, lines=lines, total=total, currency=currencies.pop(),
+                         shipping_address=address, placed_at=now)
+    return placed, reservations
+
+
+# Who may see an order, written once: an order names its viewers, a caller holds keys, and the order is
+# visible when they meet. The orders read table stores the viewers, so a listing asks the same question.
+def viewers(order: Order) -> list[str]:
+    """The buyer, and the seller of each line."""
+    return [f"buyer:{order.buyer_id}", *sorted({f"seller:{ln.seller_id}" for ln in order.lines if ln.seller_id})]
+
+
+def keys(actor: Actor) -> list[str] | None:
+    """What `actor` sees by: None sees everything (admins and the system's workers)."""
+    if actor.is_admin:
+        return None
+    return [f"buyer:{actor.id}", *([f"seller:{actor.id}"] if actor.role == "seller" else [])]
+
+
+def visible(order: Order | None, actor: Actor) -> bool:
+    if order is None:
+        return False
+    held = keys(actor)
+    return held is None or not set(held).isdisjoint(viewers(order))
+
+
 def _require(order: Order | None, *statuses: str) -> Order:
     if order is None:
         raise NotFound("no such order")
@@ -126,34 +194,34 @@ def _require(order: Order | None, *statuses: str) -> Order:
     return order
 
 
-def pay(order: Order | None, actor_id: uuid.UUID, reference: str) -> list[Event]:
-    if order is not None and order.buyer_id != actor_id:
+def pay(order: Order | None, actor: Actor, reference: str) -> list[Event]:
+    if order is not None and order.buyer_id != actor.id:
         raise Forbidden("only the buyer pays for an order")
     order = _require(order, "pending")
     return [OrderPaid(order_id=order.id, amount=order.total, reference=reference)]
 
 
-def may_fulfil(order: Order, actor_id: uuid.UUID, role: str) -> bool:
+def may_fulfil(order: Order, actor: Actor) -> bool:
     """Admins, and a seller whose products make up the whole order."""
-    return role == "admin" or (role == "seller" and order.seller_ids == {actor_id})
+    return actor.is_admin or (actor.role == "seller" and order.seller_ids == {actor.id})
 
 
-def ship(order: Order | None, actor_id: uuid.UUID, role: str) -> list[Event]:
-    if order is not None and not may_fulfil(order, actor_id, role):
+def ship(order: Order | None, actor: Actor) -> list[Event]:
+    if order is not None and not may_fulfil(order, actor):
         raise Forbidden("only an admin or the seller of every line may ship this order")
     order = _require(order, "paid")
     return [OrderShipped(order_id=order.id)]
 
 
-def deliver(order: Order | None, actor_id: uuid.UUID, role: str) -> list[Event]:
-    if order is not None and not may_fulfil(order, actor_id, role):
+def deliver(order: Order | None, actor: Actor) -> list[Event]:
+    if order is not None and not may_fulfil(order, actor):
         raise Forbidden("only an admin or the seller of every line may mark this order delivered")
     order = _require(order, "shipped")
     return [OrderDelivered(order_id=order.id)]
 
 
-def cancel(order: Order | None, actor_id: uuid.UUID, role: str, reason: str = "") -> list[Event]:
-    if order is not None and role != "admin" and order.buyer_id != actor_id:
+def cancel(order: Order | None, actor: Actor, reason: str = "") -> list[Event]:
+    if order is not None and not actor.is_admin and order.buyer_id != actor.id:
         raise Forbidden("only the buyer or an admin may cancel this order")
     order = _require(order, "pending", "paid")
     refund = order.total if order.status == "paid" else None
@@ -169,10 +237,19 @@ def expire(order: Order | None, now: datetime, timeout: timedelta) -> list[Event
     return [OrderExpired(order_id=order.id, deadline=deadline)]
 
 
-def releases_stock(events: list[Event]) -> bool:
-    """The order ends without shipping: its reserved units go back."""
-    return any(isinstance(e, (OrderCancelled, OrderExpired)) for e in events)
+StockMove = Callable[[Product, uuid.UUID, int], list[Event]]
 
 
-def ships_stock(events: list[Event]) -> bool:
-    return any(isinstance(e, OrderShipped) for e in events)
+def stock_moves(order: Order, events: list[Event]) -> tuple[StockMove, dict[uuid.UUID, int]] | None:
+    """What `events` do to the stock the order holds, per product (in lock order): an order that ends
+    unshipped (cancelled, expired) releases it; a shipment takes it out of on-hand for good."""
+    if any(isinstance(e, (OrderCancelled, OrderExpired)) for e in events):
+        move = products.release
+    elif any(isinstance(e, OrderShipped) for e in events):
+        move = products.ship
+    else:
+        return None
+    quantities: dict[uuid.UUID, int] = {}
+    for ln in order.lines:
+        quantities[ln.product_id] = quantities.get(ln.product_id, 0) + ln.quantity
+    return move, dict(sorted(quantities.items(), key=lambda kv: str(kv[0])))

@@ -17,6 +17,7 @@ from msgspec import UNSET, UnsetType
 
 from events.base import Event, event
 from events.errors import Conflict, Forbidden, Invalid, NotFound
+from events.users import Actor
 
 MANUAL = "manual"
 MAX_STOCK = 1_000_000_000  # on-hand units a product may have: the tables hold 32-bit integers
@@ -168,22 +169,26 @@ def evolve(state: Product | None, e: Event, version: int, at: datetime) -> Produ
     return msgspec.structs.replace(state, updated_at=at, version=version) if state else state
 
 
-def _owned(product: Product | None, actor_id: uuid.UUID, is_admin: bool) -> Product:
+def create(product_id: uuid.UUID, seller_id: uuid.UUID, fields: dict, now: datetime) -> list[Event]:
+    return [ProductCreated(product_id=product_id, seller_id=seller_id, created_at=now, **fields)]
+
+
+def _owned(product: Product | None, actor: Actor) -> Product:
     if product is None or not product.active:
         raise NotFound("no such product")
-    if not is_admin and product.seller_id != actor_id:
+    if not actor.is_admin and product.seller_id != actor.id:
         raise Forbidden("only the seller who owns this product or an admin may change it")
     return product
 
 
-def update(product: Product | None, actor_id: uuid.UUID, is_admin: bool, changes: dict) -> list[Event]:
-    product = _owned(product, actor_id, is_admin)
+def update(product: Product | None, actor: Actor, changes: dict) -> list[Event]:
+    product = _owned(product, actor)
     changed = {k: v for k, v in changes.items() if getattr(product, k) != v}
     return [ProductUpdated(product_id=product.id, **changed)] if changed else []
 
 
-def restock(product: Product | None, actor_id: uuid.UUID, is_admin: bool, quantity: int) -> list[Event]:
-    product = _owned(product, actor_id, is_admin)
+def restock(product: Product | None, actor: Actor, quantity: int) -> list[Event]:
+    product = _owned(product, actor)
     if quantity <= 0:
         raise Invalid("quantity", "must be a positive whole number")
     if product.on_hand + quantity > MAX_STOCK:
@@ -192,14 +197,22 @@ def restock(product: Product | None, actor_id: uuid.UUID, is_admin: bool, quanti
     return [ProductRestocked(product_id=product.id, quantity=quantity)]
 
 
-def discontinue(product: Product | None, actor_id: uuid.UUID, is_admin: bool) -> list[Event]:
-    product = _owned(product, actor_id, is_admin)
+def discontinue(product: Product | None, actor: Actor) -> list[Event]:
+    product = _owned(product, actor)
     return [ProductDiscontinued(product_id=product.id)]
 
 
-def check_sku_free(taken_by: uuid.UUID | None, product_id: uuid.UUID) -> None:
-    if taken_by is not None and taken_by != product_id:
-        raise Conflict("this seller already has a product with that SKU", field="sku")
+_SCRAPED_AS = {"stock": "on_hand"}  # a scraped count is the site's on-hand figure; reservations are ours
+
+
+def scrape(product: Product | None, product_id: uuid.UUID, source: str, url: str, run_id: uuid.UUID, values: dict,
+           now: datetime) -> list[Event]:
+    """What a scrape records: nothing when the site shows what the product already says, or when an
+    admin discontinued the product (it stays discontinued)."""
+    if product is not None and (not product.active or all(
+            getattr(product, _SCRAPED_AS.get(k, k)) == v for k, v in values.items())):
+        return []
+    return [ProductScraped(product_id=product_id, source=source, url=url, run_id=run_id, scraped_at=now, **values)]
 
 
 def reserve(product: Product | None, product_id: uuid.UUID, order_id: uuid.UUID, quantity: int) -> list[Event]:

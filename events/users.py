@@ -11,7 +11,20 @@ from events.base import Event, event
 from events.errors import Conflict, NotFound
 
 Role = Literal["buyer", "seller", "admin"]
-ROLES: tuple[str, ...] = ("buyer", "seller", "admin")
+
+
+class Actor(msgspec.Struct, frozen=True):
+    """Who a decision is made for: a user in a role, or a worker of the system acting as an admin."""
+
+    id: uuid.UUID
+    role: Role
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+SYSTEM = Actor(uuid.UUID(int=0), "admin")  # expiry, fulfilment: workers that may do what an admin may
 
 
 def stream(user_id: uuid.UUID) -> str:
@@ -46,26 +59,24 @@ class User(msgspec.Struct, frozen=True, kw_only=True):
     role: Role
     active: bool
     created_at: datetime
+    updated_at: datetime
     version: int
 
+    @property
+    def actor(self) -> Actor:
+        return Actor(self.id, self.role)
 
-def evolve(state: User | None, e: Event, version: int) -> User | None:
+
+def evolve(state: User | None, e: Event, version: int, at: datetime) -> User | None:
     match e:
         case UserRegistered():
             return User(id=e.user_id, email=e.email, name=e.name, role=e.role, active=True,
-                        created_at=e.registered_at, version=version)
+                        created_at=e.registered_at, updated_at=at, version=version)
         case UserRoleChanged() if state:
-            return msgspec.structs.replace(state, role=e.role, version=version)
+            return msgspec.structs.replace(state, role=e.role, updated_at=at, version=version)
         case UserDeactivated() if state:
-            return msgspec.structs.replace(state, active=False, version=version)
-    return msgspec.structs.replace(state, version=version) if state else state
-
-
-def fold(events: list[tuple[Event, int]]) -> User | None:
-    state = None
-    for e, version in events:
-        state = evolve(state, e, version)
-    return state
+            return msgspec.structs.replace(state, active=False, updated_at=at, version=version)
+    return msgspec.structs.replace(state, updated_at=at, version=version) if state else state
 
 
 def register(user_id: uuid.UUID, email: str, name: str, role: Role, now: datetime) -> list[Event]:

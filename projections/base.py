@@ -7,7 +7,7 @@ from typing import Protocol
 from psycopg import AsyncConnection
 
 from events import store
-from events.base import Event, Recorded, UnknownEventType
+from events.base import Evolve, Recorded, UnknownEventType
 
 log = logging.getLogger(__name__)
 
@@ -15,22 +15,21 @@ log = logging.getLogger(__name__)
 class Projector(Protocol):
     """Turns the events of its streams into rows of its read tables.
 
-    One fold serves every path: `fold(state, recorded, event)` is the stream's `evolve` (None: the
-    event changes nothing). The live consumers `load` the states a batch touches, fold the batch in
+    One fold serves every path: the stream kind's `evolve(state, event, version, at)`, the same the
+    write side decides from. The live consumers `load` the states a batch touches, fold the batch in
     memory and `save` what changed; the rebuild folds the whole log and COPYs it with `write_all`.
-    A state knows the stream version it reflects (`version_of`), which makes delivery exactly-once.
+    A state knows the stream version it reflects (`state.version`), which makes delivery exactly-once.
+    `bindings` is its subscription: the routing keys of `orders.events` its queue is bound to.
     """
 
     name: str
     tables: tuple[str, ...]
+    bindings: tuple[str, ...]
+    evolve: Evolve
 
     async def version(self, conn: AsyncConnection, stream_id: str) -> int: ...
 
     async def load(self, conn: AsyncConnection, stream_ids: list[str]) -> dict: ...
-
-    def fold(self, state, recorded: Recorded, event: Event): ...
-
-    def version_of(self, state) -> int: ...
 
     async def save(self, conn: AsyncConnection, states: dict, before: dict) -> None: ...
 
@@ -52,7 +51,7 @@ def _fold_one(projector: Projector, state, recorded: Recorded, strict: bool):
         log.warning("projection %s skips unknown event type %s at position %s",
                     projector.name, recorded.type, recorded.position)
         return state, Outcome.UNKNOWN
-    folded = projector.fold(state, recorded, event)
+    folded = projector.evolve(state, event, recorded.version, recorded.recorded_at)
     return (state if folded is None else folded), Outcome.APPLIED
 
 
@@ -68,7 +67,7 @@ async def fold_batch(conn: AsyncConnection, projector: Projector, batch: list[Re
     outcomes = []
     for recorded in batch:
         state = states.get(recorded.stream_id)
-        current = max(projector.version_of(state) if state is not None else 0, applied.get(recorded.stream_id, 0))
+        current = max(state.version if state is not None else 0, applied.get(recorded.stream_id, 0))
         if recorded.version <= current:
             outcomes.append(Outcome.DUPLICATE)
             continue

@@ -9,32 +9,22 @@ so that the second core folds too (`bulk_in_process`). Every copy reads the log 
 import asyncio
 import gc
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
-from typing import NamedTuple
 
 from psycopg import AsyncConnection
 
 from events.base import UnknownEventType, decode
+from events.topics import like_prefix, matches_any
 from projections.base import Projector
-from workers import topology
 
 BATCH = 20000
 COPY_CHUNK = 20000  # entities per COPY transaction: a fraction of a second each
 SCHEMA = "rebuild"
 
 
-class Step(NamedTuple):
-    """What folding needs of a recorded event (the bulk path reads only these columns)."""
-
-    stream_id: str
-    version: int
-    recorded_at: datetime
-
-
 def type_patterns(projector: Projector) -> list[str]:
-    """SQL LIKE patterns of the event types routed to a projector (its queue's bindings)."""
-    return [b.removesuffix("#").replace("_", r"\_").replace("%", r"\%") + ("%" if b.endswith("#") else "")
-            for b in topology.PROJECTIONS[projector.name]]
+    """SQL LIKE patterns that find at least the event types routed to a projector (its bindings);
+    `matches` then keeps exactly those."""
+    return [like_prefix(b) for b in projector.bindings]
 
 
 async def _read_lean(conn: AsyncConnection, head: tuple[int, int], patterns: list[str],
@@ -73,14 +63,15 @@ async def bulk(conn: AsyncConnection, projectors: list[Projector], head: tuple[i
                 wanted = routes.get(type_name)
                 if wanted is None:
                     wanted = routes[type_name] = [p for p in projectors if matches(p, type_name)]
+                if not wanted:
+                    continue  # found by the LIKE prefix, bound by no binding
                 try:
                     event = decode(type_name, data)
                 except UnknownEventType:  # a rebuild must not drop data quietly: it stops, saying where
                     raise UnknownEventType(type_name, f"in stream {stream_id} at version {version}") from None
-                step = Step(stream_id, version, recorded_at)
                 for projector in wanted:
                     mine = states[projector.name]
-                    state = projector.fold(mine.get(stream_id), step, event)
+                    state = projector.evolve(mine.get(stream_id), event, version, recorded_at)
                     if state is not None:
                         mine[stream_id] = state
             folded += len(batch)
@@ -102,8 +93,7 @@ async def bulk(conn: AsyncConnection, projectors: list[Projector], head: tuple[i
 
 
 def matches(projector: Projector, event_type: str) -> bool:
-    return any(event_type.startswith(b.removesuffix("#")) if b.endswith("#") else event_type == b
-               for b in topology.PROJECTIONS[projector.name])
+    return matches_any(projector.bindings, event_type)
 
 
 _progress = None  # a multiprocessing.Value shared with the rebuild's process

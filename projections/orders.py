@@ -1,16 +1,21 @@
 """The `orders` and `order_lines` read tables: each order as `events.orders.evolve` folds its stream."""
 
 import uuid
+from operator import attrgetter
 
 import msgspec
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
-from events.base import Event, Recorded
-from events.orders import Address, Line, Order, evolve
+from events import rows
+from events.orders import Address, Line, Order, evolve, viewers
 
-_COLUMNS = ("id", "buyer_id", "status", "total", "currency", "shipping_address", "payment_reference", "refund",
-            "created_at", "updated_at", "version")
+# An order's row: its fields but the lines (a table of their own), and who may see it.
+_ROW = {**rows.columns(Order, exclude=("lines",)), "viewers": "text[]"}
+_LINE_FIELDS = rows.columns(Line)
+_LINE = {"order_id": "uuid", "line_no": "integer", **_LINE_FIELDS}
+_READ = [c for c in _ROW if c != "viewers"]
+SELECT = f"SELECT {', '.join(_READ)} FROM orders"  # rows for `orders_of`
 
 
 def _order_id(stream_id: str) -> uuid.UUID:
@@ -23,28 +28,33 @@ async def load(conn: AsyncConnection, order_id: uuid.UUID) -> Order | None:
 
 async def load_many(conn: AsyncConnection, order_ids: list[uuid.UUID]) -> dict[uuid.UUID, Order]:
     """The read rows of these orders (two queries, however many)."""
-    cur = await conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM orders WHERE id = ANY(%s)", (order_ids,))
-    rows = await cur.fetchall()
-    if not rows:
+    cur = await conn.execute(f"{SELECT} WHERE id = ANY(%s)", (order_ids,))
+    return await orders_of(conn, await cur.fetchall())
+
+
+async def orders_of(conn: AsyncConnection, order_rows: list[tuple]) -> dict[uuid.UUID, Order]:
+    """Orders from rows of `SELECT`, with their lines (one query), in the rows' order."""
+    if not order_rows:
         return {}
     lines: dict[uuid.UUID, list[Line]] = {}
     cur = await conn.execute(
-        "SELECT order_id, product_id, seller_id, name, quantity, unit_price, line_total FROM order_lines"
-        " WHERE order_id = ANY(%s) ORDER BY order_id, line_no", ([r[0] for r in rows],))
+        f"SELECT order_id, {', '.join(_LINE_FIELDS)} FROM order_lines"
+        " WHERE order_id = ANY(%s) ORDER BY order_id, line_no", ([r[0] for r in order_rows],))
     for r in await cur.fetchall():
-        lines.setdefault(r[0], []).append(Line(product_id=r[1], seller_id=r[2], name=r[3], quantity=r[4],
-                                               unit_price=r[5], line_total=r[6]))
-    orders = {}
-    for row in rows:
-        fields = dict(zip(_COLUMNS, row, strict=True))
+        lines.setdefault(r[0], []).append(Line(**dict(zip(_LINE_FIELDS, r[1:], strict=True))))
+    found = {}
+    for row in order_rows:
+        fields = dict(zip(_READ, row, strict=True))
         fields["shipping_address"] = msgspec.convert(fields["shipping_address"], Address)
-        orders[row[0]] = Order(**fields, lines=lines.get(row[0], []))
-    return orders
+        found[row[0]] = Order(**fields, lines=lines.get(row[0], []))
+    return found
 
 
 class OrdersProjector:
     name = "orders"
     tables = ("orders", "order_lines")
+    evolve = staticmethod(evolve)
+    bindings = ("order.#",)
 
     async def version(self, conn: AsyncConnection, stream_id: str) -> int:
         cur = await conn.execute("SELECT version FROM orders WHERE id = %s", (_order_id(stream_id),))
@@ -55,11 +65,6 @@ class OrdersProjector:
         found = await load_many(conn, [_order_id(s) for s in stream_ids])
         return {s: found[i] for s in stream_ids if (i := _order_id(s)) in found}
 
-    def fold(self, state: Order | None, recorded: Recorded, event: Event) -> Order | None:
-        return evolve(state, event, recorded.version, recorded.recorded_at)
-
-    def version_of(self, state: Order) -> int:
-        return state.version
 
     async def save(self, conn: AsyncConnection, states: dict[str, Order], before: dict[str, Order]) -> None:
         # One statement for the batch (orders, then the lines of the new ones): a round trip and a
@@ -74,56 +79,45 @@ class OrdersProjector:
         async with conn.cursor().copy(f"COPY orders ({', '.join(_ROW)}) FROM STDIN") as copy:
             for order in states.values():
                 await copy.write_row(_order_row(order))
-        async with conn.cursor().copy(f"COPY order_lines ({', '.join(_LINE_ROW)}) FROM STDIN") as copy:
+        async with conn.cursor().copy(f"COPY order_lines ({', '.join(_LINE)}) FROM STDIN") as copy:
             for order in states.values():
-                for row in _line_rows(order):
-                    await copy.write_row(row)
+                for i, ln in enumerate(order.lines, start=1):
+                    await copy.write_row((order.id, i, *(getattr(ln, c) for c in _LINE_FIELDS)))
 
 
-_ROW = (*_COLUMNS, "seller_ids")
-_LINE_ROW = ("order_id", "line_no", "product_id", "seller_id", "name", "quantity", "unit_price", "line_total")
-_ROW_TYPES = ("uuid", "uuid", "text", "numeric", "text", "jsonb", "text", "numeric", "timestamptz", "timestamptz",
-              "integer", "uuid[]")
-_LINE_TYPES = ("uuid", "integer", "uuid", "uuid", "text", "integer", "numeric", "numeric")
 _encode = msgspec.json.encode
-
-
-def _recordset(param: str, columns: tuple[str, ...], types: tuple[str, ...]) -> str:
-    typed = ", ".join(f"{c} {t}" for c, t in zip(columns, types, strict=True))
-    return f"SELECT {', '.join(columns)} FROM jsonb_to_recordset(%({param})s::jsonb) AS r({typed})"
-
 
 _SAVE = f"""
 WITH saved AS (
-    INSERT INTO orders ({', '.join(_ROW)}) {_recordset("orders", _ROW, _ROW_TYPES)}
-    ON CONFLICT (id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in _ROW if c != 'id')}
+    {rows.upsert("orders", list(_ROW), "id", rows.recordset("orders", _ROW))}
 )
-INSERT INTO order_lines ({', '.join(_LINE_ROW)}) {_recordset("lines", _LINE_ROW, _LINE_TYPES)}
+INSERT INTO order_lines ({', '.join(_LINE)}) {rows.recordset("lines", _LINE)}
 """
 
 
 def _order_doc(order: Order) -> dict:
-    return {"id": order.id, "buyer_id": order.buyer_id, "status": order.status, "total": order.total,
-            "currency": order.currency, "shipping_address": order.shipping_address,
-            "payment_reference": order.payment_reference, "refund": order.refund, "created_at": order.created_at,
-            "updated_at": order.updated_at, "version": order.version,
-            "seller_ids": [s for s in order.seller_ids if s is not None]}
+    doc = msgspec.structs.asdict(order)
+    del doc["lines"]
+    doc["viewers"] = viewers(order)
+    return doc
 
 
 def _line_doc(order_id: uuid.UUID, line_no: int, ln: Line) -> dict:
-    return {"order_id": order_id, "line_no": line_no, "product_id": ln.product_id, "seller_id": ln.seller_id,
-            "name": ln.name, "quantity": ln.quantity, "unit_price": ln.unit_price, "line_total": ln.line_total}
+    return {"order_id": order_id, "line_no": line_no, **msgspec.structs.asdict(ln)}
+
+
+def _column(name: str):
+    if name == "shipping_address":
+        return lambda o: Jsonb(o.shipping_address, dumps=msgspec.json.encode)
+    if name == "viewers":
+        # An array literal: the server parses it for the text[] column, several times cheaper than
+        # psycopg's Python array dumper (the rebuild writes one row per order).
+        return lambda o: "{" + ",".join(viewers(o)) + "}"
+    return attrgetter(name)
+
+
+_COPY_ROW = [_column(c) for c in _ROW]
 
 
 def _order_row(order: Order) -> tuple:
-    # seller_ids as an array literal: the server parses it for the uuid[] column, several times
-    # cheaper than psycopg's Python array dumper (the rebuild writes one row per order).
-    sellers = "{" + ",".join(str(s) for s in order.seller_ids if s is not None) + "}"
-    return (order.id, order.buyer_id, order.status, order.total, order.currency,
-            Jsonb(order.shipping_address, dumps=msgspec.json.encode), order.payment_reference, order.refund,
-            order.created_at, order.updated_at, order.version, sellers)
-
-
-def _line_rows(order: Order) -> list[tuple]:
-    return [(order.id, i, ln.product_id, ln.seller_id, ln.name, ln.quantity, ln.unit_price, ln.line_total)
-            for i, ln in enumerate(order.lines, start=1)]
+    return tuple(get(order) for get in _COPY_ROW)

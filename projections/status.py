@@ -4,8 +4,9 @@ import aio_pika
 import msgspec
 from psycopg import AsyncConnection
 
-from events import store
-from workers import topology
+from events import broker, store
+from events.topics import matches_any
+from projections import registry
 
 
 class ProjectionStatus(msgspec.Struct):
@@ -18,22 +19,20 @@ class ProjectionStatus(msgspec.Struct):
     dead_lettered: int | None = None
 
 
-def _type_pattern(binding: str) -> str:
-    return binding.replace("#", "%").replace("*", "%")
-
-
 async def database_status(conn: AsyncConnection) -> list[ProjectionStatus]:
+    """The relay (every event) and each projection (the events its bindings take)."""
     head = await store.head(conn)
     result = []
-    for name, bindings in [("relay", ("#",)), *topology.PROJECTIONS.items()]:
+    for name, bindings in [("relay", ("#",)), *((p.name, p.bindings) for p in registry().values())]:
         checkpoint = await store.load_checkpoint(conn, name)
         cur = await conn.execute(
-            "SELECT count(*), coalesce(extract(epoch FROM now() - min(recorded_at)), 0) FROM events"
-            " WHERE (tx_id, position) > (%s, %s) AND (tx_id, position) <= (%s, %s) AND type LIKE ANY(%s)",
-            (*checkpoint, *head, [_type_pattern(b) for b in bindings]))
-        behind, lag = await cur.fetchone()
-        result.append(ProjectionStatus(name=name, checkpoint=checkpoint[1], head=head[1], events_behind=behind,
-                                       lag_seconds=round(float(lag), 3)))
+            "SELECT type, count(*), extract(epoch FROM now() - min(recorded_at)) FROM events"
+            " WHERE (tx_id, position) > (%s, %s) AND (tx_id, position) <= (%s, %s) GROUP BY type",
+            (*checkpoint, *head))
+        behind = [(n, lag) for t, n, lag in await cur.fetchall() if matches_any(bindings, t)]
+        result.append(ProjectionStatus(name=name, checkpoint=checkpoint[1], head=head[1],
+                                       events_behind=sum(n for n, _ in behind),
+                                       lag_seconds=round(float(max((lag for _, lag in behind), default=0)), 3)))
     return result
 
 
@@ -45,10 +44,10 @@ async def with_queues(statuses: list[ProjectionStatus], rabbitmq_url: str) -> li
         return statuses
     async with connection:
         for s in statuses:
-            if s.name not in topology.PROJECTIONS:
+            if s.name == "relay":
                 continue
-            queue = topology.projection_queue(s.name)
-            for attr, name in (("queued", queue), ("dead_lettered", topology.dlq(queue))):
+            queue = broker.projection_queue(s.name)
+            for attr, name in (("queued", queue), ("dead_lettered", broker.dlq(queue))):
                 channel = await connection.channel()
                 try:
                     declared = await channel.declare_queue(name, passive=True)
@@ -56,8 +55,3 @@ async def with_queues(statuses: list[ProjectionStatus], rabbitmq_url: str) -> li
                 except aio_pika.exceptions.ChannelClosed:
                     pass  # not declared yet
     return statuses
-
-
-async def redrive(rabbitmq_url: str, projection: str) -> int:
-    """Move every message of the projection's DLQ back to its queue, attempts reset. Returns how many."""
-    return await topology.redrive(rabbitmq_url, topology.projection_queue(projection))

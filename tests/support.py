@@ -164,9 +164,9 @@ async def admin_account(client, pool, settings) -> dict:
     """An admin, made as `orders users create-admin` makes one (the API cannot)."""
     import uuid
 
-    from api.accounts import register
-    from api.security import Passwords
     from events.base import Meta
+    from events.commands.accounts import register
+    from events.passwords import Passwords
 
     address = f"admin-{uuid.uuid4().hex[:12]}@example.com"
     user = await register(pool, Passwords(settings), email=address, password=PASSWORD, name="Admin",

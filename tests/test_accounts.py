@@ -299,7 +299,7 @@ async def _until(probe):
 
 
 async def test_the_users_read_table_equals_what_the_events_say(client, admin, services, pool):
-    from api.accounts import load_user
+    from events.commands.accounts import load_user
     from projections.users import UsersProjector
     from tests.test_projection import pipeline_for
 

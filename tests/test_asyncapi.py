@@ -93,7 +93,7 @@ def test_every_exchange_is_a_channel(doc):
 
 def test_every_queue_is_a_channel_with_its_bindings_and_dead_letter_queue(doc):
     queues = {topology.projection_queue(p): [(topology.EVENTS, k) for k in keys]
-              for p, keys in topology.PROJECTIONS.items()}
+              for p, keys in topology.subscriptions().items()}
     queues[topology.SCRAPER_QUEUE] = [(topology.COMMANDS, topology.SCRAPE_REQUESTED)]
     for queue, bindings in queues.items():
         amqp = doc["channels"][queue]["bindings"]["amqp"]
@@ -113,15 +113,6 @@ def test_projection_queues_carry_exactly_the_events_their_keys_route(doc):
     assert set(users) == {t for t in EVENT_TYPES if t.startswith("user.")}
     catalog = doc["channels"][topology.projection_queue("catalog")]["messages"]
     assert set(catalog) == {t for t in EVENT_TYPES if t.startswith("product.")}
-
-
-@pytest.mark.parametrize("pattern,key,expected", [
-    ("user.#", "user.registered", True), ("user.#", "user", True), ("#", "a.b.c", True),
-    ("user.*", "user.role_changed", True), ("user.*", "user.a.b", False), ("order.#", "user.x", False),
-    ("*.placed", "order.placed", True), ("scrape.requested", "scrape.requested", True),
-])
-def test_topic_match(pattern, key, expected):
-    assert asyncapi._topic_match(pattern, key) is expected
 
 
 def test_basic_structure(doc):

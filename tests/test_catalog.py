@@ -5,6 +5,7 @@ from decimal import Decimal
 import pytest
 
 from events import products, store
+from events.base import replay
 from events.products import Product
 from projections import catalog
 from tests.support import account, bearer, eventually
@@ -218,9 +219,7 @@ async def test_the_products_read_table_equals_what_the_events_say(client, pool):
         ids = [r[0] for r in await (await conn.execute("SELECT id FROM products")).fetchall()]
         assert ids
         for product_id in ids:
-            folded = None
-            for e in await store.read_stream(conn, products.stream(product_id)):
-                folded = products.evolve(folded, e.event(), e.version, e.recorded_at)
-            row = await catalog.load(conn, "products", product_id)
+            folded = replay(products.evolve, await store.read_stream(conn, products.stream(product_id)))
+            row = await catalog.load(conn, product_id)
             assert row == folded
             assert isinstance(row, Product)

@@ -246,7 +246,7 @@ async def test_a_requests_correlation_id_reaches_its_events_logs_and_the_project
                                                                                           caplog):
     import logging
 
-    from workers.runtime import JsonFormatter
+    from events.context import JsonFormatter
 
     caplog.set_level(logging.DEBUG)
     cid = str(uuid.uuid4())

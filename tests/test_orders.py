@@ -267,7 +267,7 @@ async def test_the_cart_checks_out_into_an_order_and_empties(client, seller):
 
 
 async def test_the_orders_read_tables_equal_what_the_events_say(client, pool):
-    from api.ordering import load
+    from events.commands.ordering import load
 
     async def caught_up():
         async with pool.connection() as conn:
@@ -398,7 +398,7 @@ async def test_a_listener_outage_falls_back_to_reading_the_version(watched, sell
     """Notifications sent while the LISTEN connection is down are lost: the command's notification is lost
     here, so only the query after the commit can tell that the projection applied it (a wait alone would
     last the whole 5 s)."""
-    from api import ordering
+    from events.commands import ordering
 
     app, c = watched
     projected = app.state.projected

@@ -1,6 +1,7 @@
 import asyncio
 import contextlib
 import uuid
+from typing import NamedTuple
 from collections import Counter
 from types import SimpleNamespace
 
@@ -19,11 +20,18 @@ from workers.consumer import ProjectionConsumer, declare_topology
 from workers.relay import Relay
 
 
+class Count(NamedTuple):
+    version: int
+    total: int
+    seqs: list[int]
+
+
 class CounterProjector:
     """A projector over test streams: one row per stream with a running total and the seqs seen."""
 
     name = "testcount"
     tables = ("test_counters",)
+    bindings = ("test.#",)
 
     async def version(self, conn, stream_id: str) -> int:
         cur = await conn.execute("SELECT version FROM test_counters WHERE stream_id = %s", (stream_id,))
@@ -33,18 +41,15 @@ class CounterProjector:
     async def load(self, conn, stream_ids: list[str]) -> dict:
         cur = await conn.execute("SELECT stream_id, version, total, seqs FROM test_counters WHERE stream_id = ANY(%s)",
                                  (stream_ids,))
-        return {r[0]: r[1:] for r in await cur.fetchall()}
+        return {r[0]: Count(*r[1:]) for r in await cur.fetchall()}
 
-    def fold(self, state, recorded: Recorded, event):
-        version, total, seqs = state or (0, 0, [])
+    def evolve(self, state: Count | None, event, version: int, at) -> Count:
+        _, total, seqs = state or Count(0, 0, [])
         match event:
             case Happened(n=n, seq=seq):
-                return recorded.version, total + n, [*seqs, seq]
+                return Count(version, total + n, [*seqs, seq])
             case Poisoned(reason=reason):
                 raise RuntimeError(reason)
-
-    def version_of(self, state) -> int:
-        return state[0]
 
     async def save(self, conn, states: dict, before: dict) -> None:
         async with conn.cursor() as cur:
@@ -121,7 +126,7 @@ async def test_an_unknown_event_type_is_skipped_and_later_events_still_apply(poo
 
 @contextlib.asynccontextmanager
 async def pipeline(services, projector, **consumer_args):
-    async with pipeline_for(services, projector, bindings=("test.#",), **consumer_args) as consumer:
+    async with pipeline_for(services, projector, **consumer_args) as consumer:
         yield consumer
 
 
@@ -206,15 +211,15 @@ async def _async(value):
 
 
 async def test_a_dead_letter_comes_back_with_redrive_after_the_fix(services, pool, counters):
-    from projections.status import redrive
+    from workers import topology
 
     class Flaky(CounterProjector):
         broken = True
 
-        def fold(self, state, recorded, event):
+        def evolve(self, state, event, version, at):
             if self.broken:
                 raise RuntimeError("bug in the projector")
-            return super().fold(state, recorded, event)
+            return super().evolve(state, event, version, at)
 
     projector = Flaky()
     async with pipeline(services, projector, max_attempts=2) as consumer:
@@ -222,7 +227,7 @@ async def test_a_dead_letter_comes_back_with_redrive_after_the_fix(services, poo
         await eventually(lambda: _async(consumer.counts["dead_lettered"] == 1), what="a dead letter")
         assert await row(pool, stream) is None
         projector.broken = False  # the fix is deployed
-        assert await redrive(services.rabbitmq_url, "testcount") == 1
+        assert await topology.redrive(services.rabbitmq_url, "projections.testcount") == 1
         await eventually(lambda: _row_is(pool, stream, (1, 10, [1])), what="the redriven event applied")
 
 
@@ -300,7 +305,7 @@ async def _relayed(services, pool, last: Recorded) -> None:
     """Relay the events up to `last` into the queue before any consumer runs, and wait until the
     management API counts them: its figures lag by up to a statistics interval, so from then on none
     it reports comes from before they were queued."""
-    await declare_topology(services.rabbitmq_url, "testcount", ("test.#",))
+    await declare_topology(services.rabbitmq_url, CounterProjector())
     relay = Relay(services.database_url, services.rabbitmq_url, poll_seconds=0.2)
     stop = asyncio.Event()
     relaying = asyncio.create_task(relay.run(stop))

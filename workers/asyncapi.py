@@ -13,6 +13,7 @@ import msgspec
 
 import events  # noqa: F401  (registers every event type)
 from events.base import REGISTRY, Recorded
+from events.topics import matches_any
 from workers import topology
 from workers.scraper import ScrapeRequest
 
@@ -54,17 +55,6 @@ def _schemas() -> tuple[dict, dict]:
     _, components = msgspec.json.schema_components(
         [envelope, ScrapeRequest, *event_types().values()], ref_template=SCHEMAS + "{name}")
     return components.pop("Recorded"), components
-
-
-def _topic_match(pattern: str, key: str) -> bool:
-    """RabbitMQ topic matching: `*` is one word, `#` zero or more."""
-    def go(p: list[str], k: list[str]) -> bool:
-        if not p:
-            return not k
-        if p[0] == "#":
-            return any(go(p[1:], k[i:]) for i in range(len(k) + 1))
-        return bool(k) and p[0] in ("*", k[0]) and go(p[1:], k[1:])
-    return go(pattern.split("."), key.split("."))
 
 
 def _message(name: str, payload: dict, amqp: dict, **extra) -> dict:
@@ -113,9 +103,9 @@ def _operation(action: str, channel: str, messages: list[str], amqp: dict, descr
 
 def _queues(types: list[str]) -> list[tuple[str, list[str], list[tuple[str, str]], str]]:
     """(queue, the messages routed to it, its bindings, what consumes it) for every consumed queue."""
-    queues = [(topology.projection_queue(p), [t for t in types if any(_topic_match(k, t) for k in keys)],
+    queues = [(topology.projection_queue(p), [t for t in types if matches_any(keys, t)],
                [(topology.EVENTS, k) for k in keys], f"The {p} projection applies events to its read tables.")
-              for p, keys in sorted(topology.PROJECTIONS.items())]
+              for p, keys in sorted(topology.subscriptions().items())]
     return [*queues, (topology.SCRAPER_QUEUE, [SCRAPE], [(topology.COMMANDS, SCRAPE)], "The scraper runs scrapes.")]
 
 

@@ -127,11 +127,11 @@ def _rebuild(args: argparse.Namespace) -> None:
 
 def _redrive(args: argparse.Namespace) -> None:
     from projections import registry
-    from projections.status import redrive
+    from workers import topology
 
     if args.name not in (known := registry()):  # before the broker answers with a closed channel
         sys.exit(f"unknown projection(s): {args.name}; known: {', '.join(known)}")
-    moved = asyncio.run(redrive(settings().rabbitmq_url, args.name))
+    moved = asyncio.run(topology.redrive(settings().rabbitmq_url, topology.projection_queue(args.name)))
     print(f"moved {moved} message(s) from projections.{args.name}.dlq back to projections.{args.name}")
 
 
@@ -144,11 +144,11 @@ def _asyncapi(_: argparse.Namespace) -> None:
 def _create_admin(args: argparse.Namespace) -> None:
     import getpass
 
-    from api.accounts import register
-    from api.security import Passwords
     from events.base import Meta
+    from events.commands.accounts import register
     from events.db import make_pool
     from events.errors import Conflict
+    from events.passwords import Passwords
 
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
@@ -250,7 +250,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from workers.runtime import setup_logging
+    from events.context import setup_logging
 
     args = parser().parse_args(argv)
     setup_logging(settings().log_level, settings().log_format)

@@ -33,7 +33,7 @@ from events.db import make_pool
 from projections import Outcome, Projector
 from projections.base import project_batch
 from workers import topology
-from workers.runtime import correlation_id
+from events.context import correlation_id
 
 log = logging.getLogger(__name__)
 
@@ -104,11 +104,9 @@ class _Deliveries:
 
 class ProjectionConsumer:
     def __init__(self, projector: Projector, database_url: str, rabbitmq_url: str, *,
-                 max_attempts: int = 5, retry_seconds: float = 1.0, prefetch: int = 256, batch_size: int = 128,
-                 bindings: tuple[str, ...] | None = None):
+                 max_attempts: int = 5, retry_seconds: float = 1.0, prefetch: int = 256, batch_size: int = 128):
         self.projector = projector
         self.queue = topology.projection_queue(projector.name)
-        self.bindings = bindings
         self.rabbitmq_url = rabbitmq_url
         self.max_attempts, self.retry_seconds, self.batch_size = max_attempts, retry_seconds, batch_size
         self.counts: Counter[str] = Counter()  # outcomes, failures, and the acks sent
@@ -133,7 +131,7 @@ class ProjectionConsumer:
 
     async def start(self) -> None:
         await self.pool.open()
-        await declare_topology(self.rabbitmq_url, self.projector.name, self.bindings)
+        await declare_topology(self.rabbitmq_url, self.projector)
         await self.broker.start()
         log.info("projection %s consuming %s", self.projector.name, self.queue)
 
@@ -323,10 +321,10 @@ async def _body(msg: RabbitMessage) -> bytes:
     return msg.body
 
 
-async def declare_topology(rabbitmq_url: str, extra_projection: str | None = None,
-                           bindings: tuple[str, ...] | None = None) -> None:
-    projections = dict(topology.PROJECTIONS)
-    if extra_projection and bindings is not None:
-        projections[extra_projection] = bindings
+async def declare_topology(rabbitmq_url: str, projector: Projector | None = None) -> None:
+    """Declare the whole topology, and the queue of `projector` if it is not one of the registered ones."""
+    projections = topology.subscriptions()
+    if projector is not None:
+        projections[projector.name] = projector.bindings
     async with await aio_pika.connect(rabbitmq_url, timeout=10) as connection:
         await topology.declare(await connection.channel(), projections)

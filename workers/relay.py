@@ -17,6 +17,7 @@ from psycopg import AsyncConnection
 from events import store
 from events.base import Recorded
 from workers import topology
+from workers.runtime import pause
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class Relay:
             finally:
                 self.active.clear()
                 await self._close_rabbit()
-            await _wait(stop, delay)
+            await pause(stop, delay)
             delay = min(delay * 2, 10)
 
     async def _wait_for_lock(self, conn: AsyncConnection, stop: asyncio.Event) -> bool:
@@ -89,7 +90,7 @@ class Relay:
             if not said:
                 log.info("another relay is active; standing by")
                 said = True
-            await _wait(stop, self.poll_seconds)
+            await pause(stop, self.poll_seconds)
         return False
 
     async def _lead(self, conn: AsyncConnection, stop: asyncio.Event) -> None:
@@ -103,7 +104,7 @@ class Relay:
                     wake.clear()
                     batch = await store.read_all(conn, checkpoint, self.batch_size)
                     if not batch:
-                        await _wait_any(stop, wake, self.poll_seconds)
+                        await pause(stop, self.poll_seconds, wake)
                         continue
                     if not await self._publish(batch, stop):
                         return  # stopping during a broker outage: the checkpoint stays put
@@ -131,7 +132,7 @@ class Relay:
                 self.publish_failures += 1
                 log.warning("relay cannot publish (%r); retrying in %.1fs", exc, delay)
                 await self._close_rabbit()
-                await _wait(stop, delay)
+                await pause(stop, delay)
                 delay = min(delay * 2, 10)
         return False
 
@@ -161,19 +162,3 @@ async def _listen(listener: AsyncConnection, wake: asyncio.Event) -> None:
             wake.set()
     except psycopg.OperationalError:
         pass  # polling carries on without wake-ups; the main connection notices a real outage
-
-
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), seconds)
-    except asyncio.TimeoutError:
-        pass
-
-
-async def _wait_any(stop: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:
-    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()

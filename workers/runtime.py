@@ -1,10 +1,6 @@
-"""Running one component as a process: JSON logs carrying the correlation id, and a stop event set by
-SIGINT or SIGTERM."""
+"""Running one component as a process: a stop event set by SIGINT or SIGTERM, and waits it cuts short."""
 
 import asyncio
-import contextvars
-import json
-import logging
 import signal
 from collections.abc import Awaitable, Callable
 
@@ -12,42 +8,6 @@ try:
     import uvloop
 except ImportError:  # not built for Windows
     uvloop = None
-
-# The correlation id of the request or message being handled; set by the API middleware and by the
-# consumers from the message's correlation id, so one id follows a command into every worker's logs.
-correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("correlation_id", default=None)
-
-
-_make_record = logging.getLogRecordFactory()
-
-
-def _record_with_correlation(*args, **kwargs) -> logging.LogRecord:
-    record = _make_record(*args, **kwargs)
-    record.correlation_id = correlation_id.get()  # stamped when logged, not when formatted
-    return record
-
-
-logging.setLogRecordFactory(_record_with_correlation)
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"), "level": record.levelname,
-                 "logger": record.name, "message": record.getMessage()}
-        if cid := getattr(record, "correlation_id", None):
-            entry["correlation_id"] = cid
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
-
-
-def setup_logging(level: str = "INFO", fmt: str = "json") -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter() if fmt == "json" else
-                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
 
 
 def run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
@@ -62,3 +22,16 @@ def run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
 
     # uvloop: a faster event loop for the relay and the workers, as uvicorn picks it for the API.
     (uvloop.run if uvloop else asyncio.run)(runner())
+
+
+async def pause(stop: asyncio.Event, seconds: float, wake: asyncio.Event | None = None) -> bool:
+    """Wait `seconds`, less if `stop` (or `wake`) is set meanwhile. True when stopping."""
+    waiters = [asyncio.ensure_future(stop.wait())]
+    if wake is not None:
+        waiters.append(asyncio.ensure_future(wake.wait()))
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+    return stop.is_set()

@@ -10,7 +10,6 @@ import logging
 import uuid
 from collections import Counter
 from datetime import UTC, datetime
-from decimal import Decimal
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import aiohttp
@@ -18,18 +17,18 @@ import msgspec
 from bs4 import BeautifulSoup
 from psycopg_pool import AsyncConnectionPool
 
-from events import products, scrapes, store
+from events import scrapes
 from events.base import Meta
-from events.money import CURRENCIES, MAX_PRICE
-from projections import catalog
+from events.commands import scraping
+from events.errors import Invalid
+from events.money import parse_currency, parse_price
+from events.products import MAX_STOCK
 from workers.fetch import Fetcher, FetchError, Forbidden
 from workers.scrape_parse import Item, parse_detail, parse_listing
 from workers.sources import Source, for_url
 
 log = logging.getLogger(__name__)
 
-MAX_STOCK = 1_000_000_000
-_STATE_FIELD = {"stock": "on_hand"}  # a scraped count is the site's on-hand figure; reservations are ours
 PRODUCT_NAMESPACE = uuid.UUID("6f1c1d3e-93b5-4c4e-8f0c-6b0f3c2f9a11")
 
 
@@ -96,36 +95,22 @@ class Scraper:
         return counts
 
     async def _record_run(self, run_id: uuid.UUID, event, version: int, meta: Meta) -> None:
-        async with self.pool.connection() as conn:
-            async with conn.transaction():
-                await store.append(conn, scrapes.stream(run_id), version, [event], meta)
-            await store.wake_relay(conn)
+        await scraping.record_run(self.pool, run_id, event, version, meta)
 
     async def record(self, source: Source, item: Item, run_id: uuid.UUID, meta: Meta) -> str:
         """'new', 'changed', 'unchanged' or 'errors' for one scraped item: the run's count it adds to."""
-        currency = (item.currency or source.currency).upper()
-        if item.price is None or not 0 < item.price <= MAX_PRICE or currency not in CURRENCIES:
+        try:
+            price = parse_price(item.price, round_to_cents=True)
+            currency = parse_currency(item.currency or source.currency)
+        except Invalid:
             log.warning("scrape %s: no usable price for %s", run_id, item.url)
             return "errors"
         stock = 0 if item.in_stock is False else item.stock if item.stock is not None else source.default_stock
         stock = min(stock, MAX_STOCK)  # a page's count is the site's word; the table holds an integer
-        values = {"name": item.name[:200], "description": item.description[:5000],
-                  "price": item.price.quantize(Decimal("0.01")), "currency": currency, "stock": stock,
-                  "sku": item.sku, "image_url": item.image_url}
-        pid = product_id(source.name, item)
-        async with self.pool.connection() as conn, conn.transaction():
-            await catalog.lock(conn, [pid])
-            current = await catalog.load(conn, "product_state", pid)
-            if current and (not current.active or all(getattr(current, _STATE_FIELD.get(k, k)) == v
-                                                      for k, v in values.items())):
-                return "unchanged"  # a product an admin discontinued stays discontinued
-            now = datetime.now(UTC)
-            event = products.ProductScraped(product_id=pid, source=source.name, url=item.url, run_id=run_id,
-                                            scraped_at=now, **values)
-            version = current.version if current else 0
-            await store.append(conn, products.stream(pid), version, [event], meta)
-            await catalog.save(conn, "product_state", products.evolve(current, event, version + 1, now))
-        return "changed" if current else "new"
+        values = {"name": item.name[:200], "description": item.description[:5000], "price": price,
+                  "currency": currency, "stock": stock, "sku": item.sku, "image_url": item.image_url}
+        return await scraping.record_product(self.pool, product_id(source.name, item), source.name, item.url,
+                                             run_id, values, meta)
 
 
 class Crawl:

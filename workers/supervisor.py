@@ -11,6 +11,8 @@ import signal
 import sys
 import time
 
+from workers.runtime import pause
+
 log = logging.getLogger("orders.supervisor")
 
 GRACE_SECONDS = 8.0
@@ -53,10 +55,7 @@ class Child:
                 backoff = 1.0  # it ran fine for a while: a fresh failure, not a crash loop
             self.restarts += 1
             log.warning("%s exited with code %s; restarting in %.0fs", self.name, code, backoff)
-            try:
-                await asyncio.wait_for(stop.wait(), backoff)
-            except asyncio.TimeoutError:
-                pass
+            await pause(stop, backoff)
             backoff = min(backoff * 2, 30)
 
     async def terminate(self) -> None:

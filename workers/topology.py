@@ -8,31 +8,20 @@ do not exist yet (an unbound topic exchange drops messages). `redrive` is the wa
 import aio_pika
 from aio_pika.abc import AbstractChannel
 
-EVENTS = "orders.events"  # topic: every stored event, routing key = event type
-COMMANDS = "orders.commands"  # direct: operator and schedule commands
-DLX = "orders.dlx"  # direct: dead letters, routing key = the queue they died in
+from events.broker import COMMANDS, DLX, EVENTS, SCRAPE_REQUESTED, SCRAPER_QUEUE, dlq, projection_queue
+from projections import registry
 
-SCRAPER_QUEUE = "scraper.requests"
-SCRAPE_REQUESTED = "scrape.requested"
+__all__ = ["COMMANDS", "DLX", "EVENTS", "SCRAPER_QUEUE", "SCRAPE_REQUESTED", "declare", "dlq", "projection_queue",
+           "redrive", "subscriptions"]
 
-# Projection name -> binding keys on orders.events.
-PROJECTIONS: dict[str, tuple[str, ...]] = {
-    "users": ("user.#",),
-    "orders": ("order.#",),
-    "catalog": ("product.#",),
-}
+
+def subscriptions() -> dict[str, tuple[str, ...]]:
+    """Projection name -> its queue's binding keys on orders.events, as each projector declares them."""
+    return {p.name: p.bindings for p in registry().values()}
 
 # A safety net below our own bounded retries (see workers/consumer.py): quorum queues count
 # deliveries themselves and dead-letter past this, even if a consumer crashes on every try.
 DELIVERY_LIMIT = 20
-
-
-def projection_queue(name: str) -> str:
-    return f"projections.{name}"
-
-
-def dlq(queue: str) -> str:
-    return f"{queue}.dlq"
 
 
 def queue_arguments(queue: str) -> dict:
@@ -57,7 +46,7 @@ async def declare(channel: AbstractChannel, projections: dict[str, tuple[str, ..
     events = await channel.declare_exchange(EVENTS, aio_pika.ExchangeType.TOPIC, durable=True)
     commands = await channel.declare_exchange(COMMANDS, aio_pika.ExchangeType.DIRECT, durable=True)
     dlx = await channel.declare_exchange(DLX, aio_pika.ExchangeType.DIRECT, durable=True)
-    for name, keys in (PROJECTIONS if projections is None else projections).items():
+    for name, keys in (subscriptions() if projections is None else projections).items():
         queue = await _dead_lettered_queue(channel, projection_queue(name), dlx)
         for key in keys:
             await queue.bind(events, routing_key=key)
