@@ -10,6 +10,7 @@ from litestar.datastructures import State
 from litestar.params import FromQuery, QueryParameter
 
 from api.auth import requires
+from api.pagination import Pager, Sort
 from projections.status import ProjectionStatus, database_status, with_queues
 
 ADMIN = [requires("admin")]
@@ -30,7 +31,10 @@ class LoggedEvent(msgspec.Struct):
 
 class EventPage(msgspec.Struct):
     items: list[LoggedEvent]
-    next_cursor: str | None  # the position to pass as `after` for the next page
+    next_cursor: str | None
+
+
+_BY_POSITION = Sort(("position",), ("bigint",))
 
 
 @get("/admin/events", guards=ADMIN, operation_id="listEvents", tags=["admin"],
@@ -40,21 +44,28 @@ async def list_events(
     stream_id: Annotated[str | None, QueryParameter(max_length=200)] = None,
     type: Annotated[str | None, QueryParameter(max_length=100)] = None,
     correlation_id: FromQuery[uuid.UUID | None] = None,
-    after: Annotated[int, QueryParameter(ge=0)] = 0,
     limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+    cursor: FromQuery[str | None] = None,
+    after: Annotated[int, QueryParameter(ge=0, description="events after this position (instead of a cursor)")] = 0,
 ) -> EventPage:
+    pager = Pager(state.settings.jwt_secret, _BY_POSITION, limit, cursor, listing="events", stream_id=stream_id,
+                  type=type, correlation_id=correlation_id)
     where, params = ["position > %s"], [after]
     for value, clause in ((stream_id, "stream_id = %s"), (type, "type = %s"), (correlation_id, "correlation_id = %s")):
         if value is not None:
             where.append(clause)
             params.append(value)
+    if (next_after := pager.condition()) is not None:
+        where.append(next_after[0])
+        params += next_after[1]
     async with state.pool.connection() as conn:
         cur = await conn.execute(
             "SELECT position, event_id, stream_id, version, type, data::text, correlation_id, causation_id, actor,"
-            f" recorded_at FROM events WHERE {' AND '.join(where)} ORDER BY position LIMIT %s", [*params, limit + 1])
+            f" recorded_at FROM events WHERE {' AND '.join(where)} ORDER BY position LIMIT %s", [*params, pager.fetch])
         rows = await cur.fetchall()
-    items = [LoggedEvent(r[0], r[1], r[2], r[3], r[4], msgspec.Raw(r[5].encode()), *r[6:]) for r in rows[:limit]]
-    return EventPage(items=items, next_cursor=str(items[-1].position) if len(rows) > limit else None)
+    items, next_cursor = pager.page(
+        [LoggedEvent(r[0], r[1], r[2], r[3], r[4], msgspec.Raw(r[5].encode()), *r[6:]) for r in rows])
+    return EventPage(items=items, next_cursor=next_cursor)
 
 
 @get("/admin/projections", guards=ADMIN, operation_id="projectionStatus", tags=["admin"],

@@ -155,6 +155,17 @@ class Projected:
                 watch.future = None
             check = True  # the listener reconnected while we waited
 
+    async def applied(self, pool, projector, stream: str, version: int, timeout: float,
+                      watch: Watch | None = None) -> bool:
+        """Read-your-writes: True once `projector` has applied `version` of `stream`. Through `watch` when
+        the command entered it (on this stream) before it committed, else checking the read table first."""
+        async def read_version(conn: AsyncConnection) -> int:
+            return await projector.version(conn, stream)
+
+        if watch is not None and watch.stream == stream:
+            return await self.reached(watch, version, timeout, pool, read_version)
+        return await self.wait(pool, projector.name, stream, version, read_version, timeout)
+
     async def wait(self, pool, projection: str, stream: str, version: int, read_version: ReadVersion,
                    timeout: float) -> bool:
         """`reached` for a command that did not watch before its commit: checks the read table first."""

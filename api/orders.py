@@ -14,12 +14,12 @@ from msgspec import Meta
 
 from api.auth import event_meta, requires
 from api.consistency import Watch
-from api.pagination import decode_cursor, encode_cursor
+from api.pagination import Pager, Sort
 from events import orders
 from events.commands import ordering
 from events.errors import Invalid, NotFound
 from events.orders import Address, Order, Status
-from projections.orders import OrdersProjector, load as load_row, load_many
+from projections import orders as order_rows
 
 Text = Annotated[str, Meta(min_length=1, max_length=200)]
 
@@ -107,19 +107,8 @@ def idempotency(request: Request, body: object) -> tuple[str, bytes] | None:
 
 
 async def read_your_write(state: State, order: Order, watch: Watch | None = None) -> None:
-    """Wait for the orders projection to apply `order.version`: through `watch` when it was entered before
-    the command committed (on the order's stream), otherwise by checking the read table first."""
-    projector: OrdersProjector = state.orders_projector
-    stream = orders.stream(order.id)
-
-    def read_version(conn):
-        return projector.version(conn, stream)
-
-    if watch is not None and watch.stream == stream:
-        await state.projected.reached(watch, order.version, state.settings.ryw_timeout, state.pool, read_version)
-    else:
-        await state.projected.wait(state.pool, "orders", stream, order.version, read_version,
-                                   state.settings.ryw_timeout)
+    await state.projected.applied(state.pool, state.orders_projector, orders.stream(order.id), order.version,
+                                  state.settings.ryw_timeout, watch)
 
 
 def watch_order(state: State, order_id: uuid.UUID):
@@ -150,7 +139,7 @@ async def place_order(data: JSONBody[OrderIn], request: Request, state: State) -
 async def _current(state: State, order_id: uuid.UUID) -> Order | None:
     """The read row, or the stream folded when the projection is behind (read-your-writes)."""
     async with state.pool.connection() as conn:
-        row = await load_row(conn, order_id)
+        row = await order_rows.load(conn, order_id)
         cur = await conn.execute("SELECT max(version) FROM events WHERE stream_id = %s", (orders.stream(order_id),))
         head = (await cur.fetchone())[0]
         if head and (row is None or row.version < head):
@@ -167,6 +156,9 @@ async def get_order(order_id: FromPath[uuid.UUID], request: Request, state: Stat
     return out(order)
 
 
+_NEWEST_FIRST = Sort(("created_at", "id"), ("timestamptz", "uuid"), descending=True)
+
+
 @get("/orders", operation_id="listOrders", tags=["orders"],
      summary="Orders the caller may see: a buyer its own, a seller those with its products, an admin all")
 async def list_orders(
@@ -178,6 +170,8 @@ async def list_orders(
     limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
     cursor: FromQuery[str | None] = None,
 ) -> OrderPage:
+    pager = Pager(state.settings.jwt_secret, _NEWEST_FIRST, limit, cursor, listing="orders", status=status,
+                  created_from=created_from, created_to=created_to)
     where, params = [], []
     if (keys := orders.keys(request.user.actor)) is not None:
         where.append("viewers && %s::text[]")  # the same rule as orders.visible
@@ -186,21 +180,13 @@ async def list_orders(
         if value is not None:
             where.append(clause)
             params.append(value)
-    if cursor:
-        key = decode_cursor(state.settings.jwt_secret, cursor)
-        if len(key) != 2:
-            raise Invalid("cursor", "the cursor belongs to another listing")
-        created_at, order_id = key
-        where.append("(created_at, id) < (%s::timestamptz, %s::uuid)")
-        params += [created_at, order_id]
-    sql = "SELECT id FROM orders" + (" WHERE " + " AND ".join(where) if where else "")
-    async with state.pool.connection() as conn:
-        cur = await conn.execute(sql + " ORDER BY created_at DESC, id DESC LIMIT %s", [*params, limit + 1])
-        ids = [r[0] for r in await cur.fetchall()]
-        by_id = await load_many(conn, ids[:limit])
-    found = [by_id[i] for i in ids[:limit]]
-    next_cursor = encode_cursor(state.settings.jwt_secret, [found[-1].created_at.isoformat(), str(found[-1].id)]) \
-        if len(ids) > limit else None
+    if (after := pager.condition()) is not None:
+        where.append(after[0])
+        params += after[1]
+    query = f"{order_rows.SELECT} WHERE {' AND '.join(where) or 'true'} ORDER BY {_NEWEST_FIRST.order_by} LIMIT %s"
+    async with state.pool.connection() as conn:  # two queries a page: the orders, then their lines
+        cur = await conn.execute(query, [*params, pager.fetch])
+        found, next_cursor = pager.page((await order_rows.orders_of(conn, await cur.fetchall())).values())
     return OrderPage(items=[out(o) for o in found], next_cursor=next_cursor)
 
 

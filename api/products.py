@@ -13,7 +13,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from msgspec import UNSET, Meta, UnsetType
 
 from api.auth import PUBLIC, event_meta, requires
-from api.pagination import decode_cursor, encode_cursor
+from api.pagination import Pager, Sort
 from events import product_state, products
 from events.commands import catalog
 from events.errors import Invalid, NotFound
@@ -97,13 +97,9 @@ def parse_if_match(request: Request) -> int | None:
         raise Invalid("If-Match", "must be an ETag this API returned, such as \"3\"") from None
 
 
-async def read_your_write(request: Request, state: State, p: Product) -> None:
-    stream = products.stream(p.id)
-
-    async def read_version(conn) -> int:
-        return await request.app.state.catalog_projector.version(conn, stream)
-
-    await state.projected.wait(state.pool, "catalog", stream, p.version, read_version, state.settings.ryw_timeout)
+async def read_your_write(state: State, p: Product) -> None:
+    await state.projected.applied(state.pool, state.catalog_projector, products.stream(p.id), p.version,
+                                  state.settings.ryw_timeout)
 
 
 SELLERS = [requires("seller", "admin")]
@@ -117,7 +113,7 @@ async def create_product(data: JSONBody[ProductIn], request: Request, state: Sta
         "sku": data.sku, "image_url": data.image_url,
     }
     product = await catalog.create(state.pool, request.user.id, fields, event_meta(request))
-    await read_your_write(request, state, product)
+    await read_your_write(state, product)
     return respond(product, 201)
 
 
@@ -138,7 +134,7 @@ async def update_product(product_id: FromPath[uuid.UUID], data: JSONBody[Product
     product = await catalog.change(
         state.pool, product_id, lambda p: products.update(p, caller.actor, changes),
         event_meta(request), if_match=parse_if_match(request))
-    await read_your_write(request, state, product)
+    await read_your_write(state, product)
     return respond(product)
 
 
@@ -150,7 +146,7 @@ async def restock_product(product_id: FromPath[uuid.UUID], data: JSONBody[Restoc
     product = await catalog.change(
         state.pool, product_id, lambda p: products.restock(p, caller.actor, data.quantity),
         event_meta(request))
-    await read_your_write(request, state, product)
+    await read_your_write(state, product)
     return respond(product)
 
 
@@ -161,7 +157,7 @@ async def discontinue_product(product_id: FromPath[uuid.UUID], request: Request,
     product = await catalog.change(
         state.pool, product_id, lambda p: products.discontinue(p, caller.actor),
         event_meta(request), if_match=parse_if_match(request))
-    await read_your_write(request, state, product)
+    await read_your_write(state, product)
 
 
 async def _current(state: State, product_id: uuid.UUID) -> Product | None:
@@ -184,21 +180,18 @@ async def get_product(product_id: FromPath[uuid.UUID], state: State) -> Response
     return respond(product)
 
 
-class Sort(str, Enum):
+class SortBy(str, Enum):
     NEWEST = "-created_at"
     PRICE = "price"
     PRICE_DESC = "-price"
     NAME = "name"
 
 
-# sort -> (ORDER BY, keyset condition after the cursor's row, the cursor's key of a row)
 _SORTS = {
-    Sort.NEWEST: ("created_at DESC, id DESC", "(created_at, id) < (%s::timestamptz, %s::uuid)",
-                  lambda p: [p.created_at.isoformat(), str(p.id)]),
-    Sort.PRICE: ("price, id", "(price, id) > (%s::numeric, %s::uuid)", lambda p: [str(p.price), str(p.id)]),
-    Sort.PRICE_DESC: ("price DESC, id DESC", "(price, id) < (%s::numeric, %s::uuid)",
-                      lambda p: [str(p.price), str(p.id)]),
-    Sort.NAME: ("name, id", "(name, id) > (%s, %s::uuid)", lambda p: [p.name, str(p.id)]),
+    SortBy.NEWEST: Sort(("created_at", "id"), ("timestamptz", "uuid"), descending=True),
+    SortBy.PRICE: Sort(("price", "id"), ("numeric", "uuid")),
+    SortBy.PRICE_DESC: Sort(("price", "id"), ("numeric", "uuid"), descending=True),
+    SortBy.NAME: Sort(("name", "id"), ("text", "uuid")),
 }
 
 
@@ -225,7 +218,7 @@ async def list_products(
     seller_id: FromQuery[uuid.UUID | None] = None,
     in_stock: FromQuery[bool | None] = None,
     source: Annotated[str | None, QueryParameter(max_length=100)] = None,
-    sort: FromQuery[Sort] = Sort.NEWEST,
+    sort: FromQuery[SortBy] = SortBy.NEWEST,
     limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
     cursor: FromQuery[str | None] = None,
 ) -> ProductPage:
@@ -248,21 +241,16 @@ async def list_products(
     if source:
         where.append("source = %s")
         params.append(source)
-    order, after, key = _SORTS[sort]
-    if cursor:
-        decoded = decode_cursor(state.settings.jwt_secret, cursor)
-        if len(decoded) != 3 or decoded[0] != sort.value:
-            raise Invalid("cursor", "the cursor belongs to another sort order")
-        where.append(after)
-        params += decoded[1:]
-    cols = ", ".join(rows.COLUMNS)
+    pager = Pager(state.settings.jwt_secret, _SORTS[sort], limit, cursor, listing="products", q=q,
+                  min_price=min_price, max_price=max_price, currency=currency, seller_id=seller_id,
+                  in_stock=in_stock, source=source, sort=sort.value)
+    if (after := pager.condition()) is not None:
+        where.append(after[0])
+        params += after[1]
     async with state.pool.connection() as conn:
-        cur = await conn.execute(
-            f"SELECT {cols} FROM products WHERE {' AND '.join(where)} ORDER BY {order} LIMIT %s", [*params, limit + 1])
-        found = [rows.product(r) for r in await cur.fetchall()]
-    more = len(found) > limit
-    found = found[:limit]
-    next_cursor = encode_cursor(state.settings.jwt_secret, [sort.value, *key(found[-1])]) if more else None
+        cur = await conn.execute(f"SELECT {', '.join(rows.COLUMNS)} FROM products WHERE {' AND '.join(where)}"
+                                 f" ORDER BY {_SORTS[sort].order_by} LIMIT %s", [*params, pager.fetch])
+        found, next_cursor = pager.page([rows.product(r) for r in await cur.fetchall()])
     return ProductPage(items=[out(p) for p in found], next_cursor=next_cursor)
 
 

@@ -10,7 +10,7 @@ from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from api.auth import UserOut, event_meta, requires
-from api.pagination import decode_cursor, encode_cursor
+from api.pagination import Pager, Sort
 from events.commands import accounts
 from events.users import Role
 
@@ -43,27 +43,23 @@ class AdminUserOut(UserOut):
 ADMIN = [requires("admin")]
 
 
+_OLDEST_FIRST = Sort(("created_at", "id"), ("timestamptz", "uuid"))
+
+
 @get("/users", guards=ADMIN, operation_id="listUsers", tags=["users"], summary="All users, oldest first")
 async def list_users(
     state: State,
     limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
     cursor: FromQuery[str | None] = None,
 ) -> UserPage:
-    after = decode_cursor(state.settings.jwt_secret, cursor) if cursor else None
+    pager = Pager(state.settings.jwt_secret, _OLDEST_FIRST, limit, cursor, listing="users")
+    where, params = pager.condition() or ("true", [])
     async with state.pool.connection() as conn:
         cur = await conn.execute(
             "SELECT id, email, name, role, active, created_at, updated_at, version FROM users"
-            " WHERE %(after)s::text IS NULL OR (created_at, id) > (%(ts)s::timestamptz, %(id)s::uuid)"
-            " ORDER BY created_at, id LIMIT %(limit)s",
-            {"after": "x" if after else None, "ts": after[0] if after else None,
-             "id": after[1] if after else None, "limit": limit + 1},
-        )
-        rows = [UserRow(*r) for r in await cur.fetchall()]
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = encode_cursor(state.settings.jwt_secret, [rows[-1].created_at.isoformat(), str(rows[-1].id)]) \
-        if more else None
-    return UserPage(items=rows, next_cursor=next_cursor)
+            f" WHERE {where} ORDER BY {_OLDEST_FIRST.order_by} LIMIT %s", [*params, pager.fetch])
+        items, next_cursor = pager.page([UserRow(*r) for r in await cur.fetchall()])
+    return UserPage(items=items, next_cursor=next_cursor)
 
 
 def _admin_out(user) -> AdminUserOut:

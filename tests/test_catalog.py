@@ -223,3 +223,17 @@ async def test_the_products_read_table_equals_what_the_events_say(client, pool):
             row = await catalog.load(conn, product_id)
             assert row == folded
             assert isinstance(row, Product)
+
+
+async def test_a_cursor_only_continues_the_query_that_made_it(client, seller, admin):
+    word = uuid.uuid4().hex[:8]
+    for i in range(3):
+        await create(client, seller, name=f"{word} mug {i}", price=f"{i + 1}.00")
+    first = (await client.get("/products", params={"q": word, "sort": "price", "limit": 1})).json()
+    same = await client.get("/products", params={"q": word, "sort": "price", "limit": 1, "cursor": first["next_cursor"]})
+    assert same.status_code == 200 and same.json()["items"][0]["name"] == f"{word} mug 1"
+    unfiltered = await client.get("/products", params={"sort": "price", "cursor": first["next_cursor"]})
+    assert unfiltered.status_code == 422 and unfiltered.json()["field"] == "cursor"
+    assert "filters" in unfiltered.json()["detail"]
+    users = await client.get("/users", params={"cursor": first["next_cursor"]}, headers=bearer(admin))
+    assert users.status_code == 422 and users.json()["field"] == "cursor"

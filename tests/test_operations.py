@@ -216,9 +216,16 @@ async def test_the_event_log_filters_by_stream_type_correlation_and_position(cli
     typed = (await client.get("/admin/events", params={"type": "product.created", "limit": 2},
                               headers=bearer(admin))).json()
     assert all(e["type"] == "product.created" for e in typed["items"]) and typed["next_cursor"]
-    later = (await client.get("/admin/events", params={"type": "product.created", "after": typed["next_cursor"]},
+    later = (await client.get("/admin/events", params={"type": "product.created", "cursor": typed["next_cursor"]},
                               headers=bearer(admin))).json()["items"]
     assert later and later[0]["position"] > typed["items"][-1]["position"]
+    by_position = (await client.get("/admin/events", params={"type": "product.created",
+                                                             "after": typed["items"][-1]["position"]},
+                                    headers=bearer(admin))).json()["items"]
+    assert by_position == later[:len(by_position)]
+    other = await client.get("/admin/events", params={"type": "order.placed", "cursor": typed["next_cursor"]},
+                             headers=bearer(admin))
+    assert other.status_code == 422 and other.json()["field"] == "cursor"
     assert (await client.get("/admin/events", headers=bearer(seller))).status_code == 403
 
 
