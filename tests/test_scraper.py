@@ -4,12 +4,14 @@ import asyncio
 import json
 import subprocess
 import sys
+import uuid
 from decimal import Decimal
 from pathlib import Path
 
 import aiohttp.web
 import pytest
 
+from tests.shop_pages import SAVED, products
 from tests.support import ADMIN_DATABASE_URL, account, bearer, eventually, free_port  # noqa: F401
 from workers.scrape_worker import ScraperWorker, publish_request
 from workers.scraper import ScrapeRequest
@@ -75,21 +77,50 @@ class Shop:
         return aiohttp.web.Response(text=html, content_type="text/html")
 
 
-@pytest.fixture(scope="module")
-async def shop():
-    s = Shop()
-    runner = aiohttp.web.AppRunner(s.app)
+class TeaShop:
+    """The saved pages of tests/fixtures/shop, served as they are; every path asked for is in `hits`."""
+
+    def __init__(self):
+        self.hits: list[str] = []
+        self.app = aiohttp.web.Application()
+        self.app.router.add_get("/{path:.*}", self.page)
+
+    async def page(self, request):
+        self.hits.append(request.path_qs)
+        path = (SAVED / request.path.lstrip("/")).resolve()
+        if not path.is_relative_to(SAVED) or not path.is_file():
+            raise aiohttp.web.HTTPNotFound()
+        kind = "text/plain" if path.suffix == ".txt" else "text/html"
+        return aiohttp.web.Response(text=path.read_text(encoding="utf-8"), content_type=kind)
+
+
+async def serving(app: aiohttp.web.Application):
+    runner = aiohttp.web.AppRunner(app)
     await runner.setup()
     port = free_port()
     await aiohttp.web.TCPSite(runner, "127.0.0.1", port).start()
-    s.base = f"http://127.0.0.1:{port}"
+    return runner, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+async def shop():
+    s = Shop()
+    runner, s.base = await serving(s.app)
     yield s
     s.never.set()
     await runner.cleanup()
 
 
 @pytest.fixture(scope="module")
-async def scraper(services, shop, tmp_path_factory, system):
+async def teashop():
+    s = TeaShop()
+    runner, s.base = await serving(s.app)
+    yield s
+    await runner.cleanup()
+
+
+@pytest.fixture(scope="module")
+def sources_file(shop, teashop, tmp_path_factory) -> Path:
     config = tmp_path_factory.mktemp("scrape") / "sources.toml"
     config.write_text(f"""
 [sources.testshop]
@@ -101,7 +132,19 @@ delay_seconds = 0.0
 [sources.testshop.listing]
 product_links = "a.product"
 next_page = "a.next"
+
+[sources.teashop]  # no listing selectors: automatic
+start_urls = ["{teashop.base}/shop/page-1.html"]
+allowed_host = "127.0.0.1"
+currency = "EUR"
+delay_seconds = 0.0
 """)
+    return config
+
+
+@pytest.fixture(scope="module")
+async def scraper(services, sources_file, system):
+    config = sources_file
     worker = ScraperWorker(services.database_url, services.rabbitmq_url, sources_file=str(config), timeout=1.0,
                            retries=1)
     await worker.start()
@@ -122,15 +165,25 @@ async def scraped_events(pool) -> int:
         return (await cur.fetchone())[0]
 
 
-async def scrape_once(services, pool, request: ScrapeRequest | None = None) -> dict:
-    request = request or ScrapeRequest(source="testshop")
-    before = len(await finished_runs(pool, request.source))
-    await publish_request(services.rabbitmq_url, request)
+async def outcome(pool, request_id: uuid.UUID) -> tuple[str, dict] | None:
+    """The type and data of the request's last event, once its run finished or failed."""
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT type, data FROM events WHERE correlation_id = %s"
+                                 " AND type IN ('scrape.finished', 'scrape.failed')", (request_id,))
+        return await cur.fetchone()
 
-    async def done():
-        runs = await finished_runs(pool, request.source)
-        return runs[-1] if len(runs) > before else None
-    return await eventually(done, timeout=60, what="the scrape run to finish")
+
+async def scrape(services, pool, **fields) -> tuple[str, dict]:
+    """Publish a request with these fields and a new request id; wait for its run's outcome."""
+    request = ScrapeRequest(request_id=uuid.uuid4(), **fields)
+    await publish_request(services.rabbitmq_url, request)
+    return await eventually(lambda: outcome(pool, request.request_id), timeout=60, what="the run's outcome")
+
+
+async def scrape_once(services, pool, **fields) -> dict:
+    kind, run = await scrape(services, pool, **({"source": "testshop"} | fields))
+    assert kind == "scrape.finished", run
+    return run
 
 
 async def test_a_published_request_scrapes_the_site_into_the_catalog(services, pool, shop, scraper, system):
@@ -153,7 +206,7 @@ async def test_a_published_request_scrapes_the_site_into_the_catalog(services, p
 
 async def test_an_item_without_a_usable_price_counts_as_an_error_of_the_run(services, pool, shop, scraper):
     # The shipped gantoum source's rules on the local copy of its listing.
-    run = await scrape_once(services, pool, ScrapeRequest(source="gantoum", url=f"{shop.base}/gantoum/search?pageId=1"))
+    run = await scrape_once(services, pool, source="gantoum", url=f"{shop.base}/gantoum/search?pageId=1")
     assert run["pages"] == 2 and run["products_new"] == 2
     assert run["errors"] == 1  # the honey, "ناموجود" (unavailable) where the price would be
 
@@ -211,6 +264,71 @@ def test_orders_scrape_needs_a_source_or_a_url(services):
     assert result.returncode != 0 and "--source" in result.stderr
 
 
+# ------------------------------------------------------------------------------ limits and start URLs
+
+async def test_a_listing_of_64_products_is_scraped_whole_with_the_default_limits(services, pool, teashop, scraper):
+    kind, run = await scrape(services, pool, source="teashop")
+    assert kind == "scrape.finished"
+    assert (run["products_new"], run["errors"], run["stopped"]) == (64, 0, "exhausted")
+    # 68 pages fetched, more than max_pages (50): that counts listing pages, of which there are 4.
+    assert (run["listing_pages"], run["pages"]) == (4, 68)
+
+
+async def test_a_product_page_url_takes_one_fetch_and_records_its_product(services, pool, teashop, scraper):
+    teashop.hits.clear()
+    kind, run = await scrape(services, pool, url=f"{teashop.base}/product/darjeeling-classic.html")
+    assert kind == "scrape.finished" and teashop.hits == ["/robots.txt", "/product/darjeeling-classic.html"]
+    assert (run["source"], run["products_new"], run["pages"], run["listing_pages"]) == ("127.0.0.1", 1, 1, 0)
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT data FROM events WHERE type = 'product.scraped' AND data->>'url' = %s"
+                                 " AND data->>'source' = '127.0.0.1'", (f"{teashop.base}/product/darjeeling-classic.html",))
+        [(product,)] = await cur.fetchall()
+    assert (product["name"], product["price"], product["stock"]) == ("Darjeeling Classic", "34.80", 7)
+
+
+async def test_a_listing_url_leads_to_its_products_and_next_pages_only(services, pool, teashop, scraper):
+    teashop.hits.clear()
+    kind, run = await scrape(services, pool, source="teashop", url=f"{teashop.base}/shop/page-3.html")
+    assert kind == "scrape.finished" and run["stopped"] == "exhausted"
+    listed = {f"/product/{p['slug']}.html" for p in products()[32:]}
+    assert set(teashop.hits) == {"/robots.txt", "/shop/page-3.html", "/shop/page-4.html"} | listed
+    assert len(teashop.hits) == 35  # no page twice; no category, navigation, cart or "Previous" page
+    assert run["products_new"] + run["products_unchanged"] == 32
+
+
+async def test_follow_crawls_the_hosts_links_breadth_first_within_the_limits(services, pool, teashop, scraper):
+    teashop.hits.clear()
+    kind, run = await scrape(services, pool, source="teashop", url=f"{teashop.base}/index.html", follow=True,
+                             max_pages=3)
+    assert kind == "scrape.finished" and (run["stopped"], run["listing_pages"]) == ("page_limit", 3)
+    # The home page's links in page order: itself (the logo, "Home"), "Shop", "About", ...
+    assert teashop.hits == ["/robots.txt", "/index.html", "/shop/page-1.html", "/about.html"]
+    kind, run = await scrape(services, pool, source="teashop", url=f"{teashop.base}/index.html", follow=True,
+                             max_products=2)
+    assert kind == "scrape.finished" and run["stopped"] == "product_limit"
+    assert run["products_new"] + run["products_unchanged"] == 2
+    assert "/category/green-tea.html" in teashop.hits  # not a listing's product or next page: followed all the same
+
+
+async def test_limits_cut_a_run_short_and_it_says_which(services, pool, teashop, scraper):
+    kind, run = await scrape(services, pool, source="teashop", max_pages=2)
+    assert (kind, run["stopped"], run["listing_pages"], run["pages"]) == ("scrape.finished", "page_limit", 2, 34)
+    kind, run = await scrape(services, pool, source="teashop", max_products=20)
+    assert (kind, run["stopped"], run["pages"]) == ("scrape.finished", "product_limit", 22)
+
+
+# ------------------------------------------------------------------------------------------ failed runs
+
+async def test_a_run_whose_every_fetch_fails_records_scrape_failed(services, pool, scraper):
+    unreachable = f"http://127.0.0.1:{free_port()}/shop/"  # nobody listens there
+    kind, run = await scrape(services, pool, url=unreachable)
+    assert kind == "scrape.failed" and run["reason"].startswith(f"nothing fetched: {unreachable}")
+    assert (run["pages"], run["errors"]) == (0, 1)
+
+
+async def test_a_run_that_robots_txt_forbids_entirely_fails(services, pool, shop, scraper):
+    kind, run = await scrape(services, pool, source="testshop", url=f"{shop.base}/private/1.html")
+    assert kind == "scrape.failed" and run["reason"] == f"nothing fetched: robots.txt forbids {shop.base}/private/1.html"
 
 
 async def test_a_sources_schedule_publishes_requests_that_the_worker_runs(services, pool, scraper):
