@@ -18,6 +18,7 @@ import aiohttp
 import msgspec
 from psycopg_pool import AsyncConnectionPool
 
+from api.wakeup import RelayWaker
 from events import products, scrapes, store
 from events.base import Event, Meta
 from events.money import CURRENCIES, MAX_PRICE
@@ -106,7 +107,10 @@ class Scraper:
             max_products=max_products, started_at=datetime.now(UTC), request_id=request_id, follow=request.follow))
 
         async def record(item: Item) -> str:
-            return await self.record(source, item, run.run_id, run.meta)
+            outcome = await self.record(source, item, run.run_id, run.meta)
+            if outcome in ("new", "changed"):
+                waker.poke()  # after its commit: the relay publishes it now, not at its next poll
+            return outcome
 
         async def report(counts: Counter) -> None:
             await run.append(scrapes.ScrapeProgressed(**run.counts(source.name, counts), at=datetime.now(UTC)))
@@ -116,12 +120,16 @@ class Scraper:
                               delay=source.delay_seconds, timeout=self.timeout, retries=self.retries)
             crawl = Crawl(source, fetcher, record, report, max_pages=max_pages, max_products=max_products,
                           follow=request.follow)
+            waker = RelayWaker()
+            waker.start(self.pool)
             try:
                 await crawl.run()
                 failure = crawl.failure()
             except Exception as exc:  # a bug or an outage: the run ends failed, it does not just vanish
                 log.exception("scrape %s of %s crashed", run.run_id, source.name)
                 failure = f"crashed: {type(exc).__name__}: {exc}"
+            finally:
+                await waker.stop()
         return await self._end(run, source.name, crawl.counts, failure, request_id, crawl.stopped())
 
     async def _end(self, run: _Run, source: str, counts: Counter, failure: str | None, request_id: uuid.UUID,
