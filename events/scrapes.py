@@ -59,7 +59,7 @@ class ScrapeFinished(_Counts, kw_only=True):
 @event("scrape.failed")
 class ScrapeFailed(_Counts, kw_only=True):
     """A run that fetched nothing useful, or a request that could not run at all (then the counts are 0
-    and no `scrape.started` precedes it)."""
+    and no `scrape.started` precedes it). The request is dead-lettered with the same reason."""
 
     reason: str
     failed_at: datetime

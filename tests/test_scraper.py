@@ -8,11 +8,13 @@ import uuid
 from decimal import Decimal
 from pathlib import Path
 
+import aio_pika
 import aiohttp.web
 import pytest
 
 from tests.shop_pages import SAVED, products
 from tests.support import ADMIN_DATABASE_URL, account, bearer, eventually, free_port  # noqa: F401
+from workers import topology
 from workers.scrape_worker import ScraperWorker, publish_request
 from workers.scraper import ScrapeRequest
 
@@ -243,19 +245,29 @@ async def test_a_scraped_product_can_be_ordered_like_any_other(pool, scraper, sy
     assert (await system.get(f"/products/{product['id']}")).json()["stock"] == product["stock"] - 1
 
 
-async def test_an_unknown_source_is_dead_lettered_with_the_reason(services, scraper):
-    import aio_pika
-
-    await publish_request(services.rabbitmq_url, ScrapeRequest(source="no-such-shop"))
+async def dead_letters(services, ids: set[str]) -> dict[str, aio_pika.abc.AbstractIncomingMessage]:
+    """Takes what scraper.requests.dlq holds until the messages with these ids are among it; returns those.
+    Acks all it takes, so the tests leave the dead-letter queue empty behind them."""
+    found = {}
     async with await aio_pika.connect(services.rabbitmq_url) as connection:
         channel = await connection.channel()
-        dlq = await channel.declare_queue("scraper.requests.dlq", passive=True)
+        dlq = await channel.declare_queue(topology.dlq(topology.SCRAPER_QUEUE), passive=True)
 
-        async def dead():
-            return await dlq.get(fail=False)
-        message = await eventually(dead, what="the request in scraper.requests.dlq")
-        await message.ack()
+        async def all_there():
+            while (message := await dlq.get(fail=False)) is not None:
+                await message.ack()
+                found[message.message_id] = message
+            return ids <= found.keys()
+        await eventually(all_there, timeout=60, what=f"{sorted(ids - found.keys())} in scraper.requests.dlq")
+    return {i: found[i] for i in ids}
+
+
+async def test_an_unknown_source_is_dead_lettered_with_the_reason(services, pool, scraper):
+    request_id = await publish_request(services.rabbitmq_url, ScrapeRequest(source="no-such-shop"))
+    message = (await dead_letters(services, {str(request_id)}))[str(request_id)]
     assert "no-such-shop" in message.headers["x-error"]
+    kind, data = await outcome(pool, request_id)  # recorded too, so `orders scrape --wait` learns of it
+    assert kind == "scrape.failed" and "unknown source 'no-such-shop'" in data["reason"]
 
 
 def test_orders_scrape_needs_a_source_or_a_url(services):
@@ -319,16 +331,69 @@ async def test_limits_cut_a_run_short_and_it_says_which(services, pool, teashop,
 
 # ------------------------------------------------------------------------------------------ failed runs
 
-async def test_a_run_whose_every_fetch_fails_records_scrape_failed(services, pool, scraper):
+async def test_a_run_whose_every_fetch_fails_records_scrape_failed_and_is_dead_lettered(services, pool, scraper):
     unreachable = f"http://127.0.0.1:{free_port()}/shop/"  # nobody listens there
-    kind, run = await scrape(services, pool, url=unreachable)
+    request_id = uuid.uuid4()
+    await publish_request(services.rabbitmq_url, ScrapeRequest(url=unreachable, request_id=request_id))
+    message = (await dead_letters(services, {str(request_id)}))[str(request_id)]
+    kind, run = await outcome(pool, request_id)
     assert kind == "scrape.failed" and run["reason"].startswith(f"nothing fetched: {unreachable}")
     assert (run["pages"], run["errors"]) == (0, 1)
+    assert message.headers["x-error"] == run["reason"]
+    assert json.loads(message.body) == {"url": unreachable, "request_id": str(request_id)}
 
 
 async def test_a_run_that_robots_txt_forbids_entirely_fails(services, pool, shop, scraper):
-    kind, run = await scrape(services, pool, source="testshop", url=f"{shop.base}/private/1.html")
+    request_id = uuid.uuid4()
+    await publish_request(services.rabbitmq_url, ScrapeRequest(source="testshop", url=f"{shop.base}/private/1.html",
+                                                               request_id=request_id))
+    message = (await dead_letters(services, {str(request_id)}))[str(request_id)]
+    kind, run = await outcome(pool, request_id)
     assert kind == "scrape.failed" and run["reason"] == f"nothing fetched: robots.txt forbids {shop.base}/private/1.html"
+    assert message.headers["x-error"] == run["reason"]
+
+
+# ------------------------------------------------------------------------------------- poison requests
+
+POISON = {
+    "not JSON, said to be JSON": (b"{not json", "application/json", "malformed"),
+    "not JSON, no content type": (b"{not json", None, "malformed"),
+    "another content type": (b"\x00\x01\x02", "application/octet-stream", "malformed"),
+    "a JSON array": (b'[{"source": "teashop"}]', "application/json", "got `array`"),
+    "an unknown field": (b'{"source": "teashop", "pages": 3}', "application/json", "unknown field `pages`"),
+    "a wrong type": (b'{"source": "teashop", "max_pages": "ten"}', "application/json", "at `$.max_pages`"),
+    "a limit below 1": (b'{"source": "teashop", "max_products": 0}', "application/json", ">= 1"),
+    "a 1 MB body": (b'{"source": "' + b"x" * 1_000_000 + b'"}', "application/json", "1000014 bytes"),
+}
+
+
+async def test_poison_requests_are_dead_lettered_at_once_and_the_next_request_runs(services, pool, teashop, scraper):
+    ids = {name: uuid.uuid4().hex for name in POISON}
+    async with await aio_pika.connect(services.rabbitmq_url) as connection:
+        channel = await connection.channel(publisher_confirms=True)
+        commands = await channel.get_exchange(topology.COMMANDS)
+        for name, (body, content_type, _) in POISON.items():
+            await commands.publish(aio_pika.Message(body, content_type=content_type, message_id=ids[name]),
+                                   routing_key=topology.SCRAPE_REQUESTED)
+    kind, _ = await scrape(services, pool, url=f"{teashop.base}/product/sencha-classic.html")
+    assert kind == "scrape.finished"  # published after them all, and run
+    dead = await dead_letters(services, set(ids.values()))
+    for name, (body, _, reason) in POISON.items():
+        assert reason in dead[ids[name]].headers["x-error"], name
+        assert dead[ids[name]].body == body, name
+
+
+async def test_a_crash_while_running_dead_letters_the_request_and_the_queue_flows(services, pool, teashop, scraper,
+                                                                                monkeypatch):
+    async def crash(request):
+        raise RuntimeError("the scraper broke")
+    monkeypatch.setattr(scraper.scraper, "run", crash)
+    request_id = await publish_request(services.rabbitmq_url, ScrapeRequest(source="teashop"))
+    message = (await dead_letters(services, {str(request_id)}))[str(request_id)]
+    assert message.headers["x-error"] == "RuntimeError: the scraper broke"
+    monkeypatch.undo()
+    kind, _ = await scrape(services, pool, url=f"{teashop.base}/product/sencha-classic.html")
+    assert kind == "scrape.finished"
 
 
 async def test_a_sources_schedule_publishes_requests_that_the_worker_runs(services, pool, scraper):

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 MAX_STOCK = 1_000_000_000
 PRODUCT_NAMESPACE = uuid.UUID("6f1c1d3e-93b5-4c4e-8f0c-6b0f3c2f9a11")
+MAX_REQUEST_BYTES = 64 * 1024  # a request is a few short fields; a bigger body is not one
 
 Limit = Annotated[int, msgspec.Meta(ge=1)]
 
@@ -48,6 +49,13 @@ class ScrapeRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, om
     max_products: Limit | None = None
     follow: bool = False
     request_id: uuid.UUID | None = None
+
+
+def decode_request(body: bytes) -> ScrapeRequest:
+    """The request in a message body; raises ValueError (msgspec's errors are ValueErrors too)."""
+    if len(body) > MAX_REQUEST_BYTES:
+        raise ValueError(f"a body of {len(body)} bytes is not a scrape request (at most {MAX_REQUEST_BYTES})")
+    return msgspec.json.decode(body, type=ScrapeRequest)
 
 
 def product_id(source: str, item: Item) -> uuid.UUID:
@@ -91,7 +99,7 @@ class Scraper:
 
     async def run(self, request: ScrapeRequest) -> scrapes.ScrapeFinished | scrapes.ScrapeFailed:
         """Run one request; its last event, `scrape.failed` if the request could not run or the run got
-        nothing useful."""
+        nothing useful (the caller dead-letters the request then)."""
         request_id = request.request_id or uuid.uuid4()
         correlation_id.set(str(request_id))  # the run's log lines carry it, as its events do
         run = _Run(self.pool, uuid.uuid4(), Meta(correlation_id=request_id, actor="scraper"))
