@@ -1,7 +1,7 @@
 """Scrape runs: each run is a stream, so operators see runs and their counts in the event log.
 
-A run's events carry its request's id as their correlation id, so
-`GET /admin/events?correlation_id=...` finds the run of a request. Fields added after the first
+A run's events carry its request's id as their correlation id, so `orders scrape --wait` (and
+`GET /admin/events?correlation_id=...`) find the run of a request. Fields added after the first
 release have defaults, so events stored before them still decode.
 """
 

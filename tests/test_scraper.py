@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 import uuid
@@ -394,6 +395,67 @@ async def test_a_crash_while_running_dead_letters_the_request_and_the_queue_flow
     monkeypatch.undo()
     kind, _ = await scrape(services, pool, url=f"{teashop.base}/product/sencha-classic.html")
     assert kind == "scrape.finished"
+
+
+# ---------------------------------------------------------------------------------------- orders scrape
+
+@pytest.mark.parametrize("args, named", [
+    (["--source", "nope"], "argument --source: unknown source 'nope'"),
+    (["--url", "notaurl"], "argument --url: not an http(s) URL with a host: 'notaurl'"),
+    (["--url", "ftp://x"], "argument --url: not an http(s) URL with a host: 'ftp://x'"),
+    (["--source", "gantoum", "--max-pages", "0"], "argument --max-pages: must be at least 1, got 0"),
+    (["--source", "gantoum", "--max-pages", "-3"], "argument --max-pages: must be at least 1, got -3"),
+    (["--source", "gantoum", "--max-products", "0"], "argument --max-products: must be at least 1, got 0"),
+])
+def test_orders_scrape_refuses_bad_input_before_publishing(services, args, named):
+    result = subprocess.run([sys.executable, "-m", "workers.cli", "scrape", *args], env=services.env(),
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and result.stderr.splitlines()[-1].startswith(f"orders scrape: error: {named}")
+    assert result.stdout == ""
+
+
+async def orders_scrape(services, sources_file, *args) -> tuple[int, str, str]:
+    """`orders scrape ...` as a subprocess, without blocking this event loop (the worker runs in it)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "workers.cli", "scrape", *args, env=services.env(SCRAPER_SOURCES=str(sources_file)),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_orders_scrape_prints_the_request_id_and_wait_follows_the_run(services, pool, sources_file, scraper):
+    code, out, err = await orders_scrape(services, sources_file, "--source", "teashop", "--max-products", "30",
+                                         "--wait")
+    assert code == 0, err
+    lines = out.splitlines()
+    request_id = re.fullmatch(r"published scrape request ([0-9a-f-]{36}) .*", lines[0]).group(1)
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT data FROM events WHERE type = 'scrape.started' AND correlation_id = %s",
+                                 (request_id,))
+        [(started,)] = await cur.fetchall()
+    assert started["request_id"] == request_id
+    assert lines[1].startswith(f"run {started['run_id']} started: teashop from ")
+    assert re.fullmatch(r"  32 pages \(2 listing\), products \d+ new, 0 changed, \d+ unchanged, 0 errors", lines[2])
+    assert re.fullmatch(r"finished \(product_limit\): 32 pages \(2 listing\), .* 0 errors", lines[-1])
+
+
+async def test_orders_scrape_without_wait_publishes_and_says_how_to_find_the_run(services, pool, sources_file,
+                                                                                teashop, scraper):
+    code, out, _ = await orders_scrape(services, sources_file, "--url", f"{teashop.base}/product/sencha-classic.html")
+    request_id = re.fullmatch(r"published scrape request ([0-9a-f-]{36}) .*", out.splitlines()[0]).group(1)
+    assert code == 0 and f"correlation_id={request_id}" in out
+    assert (await eventually(lambda: outcome(pool, uuid.UUID(request_id)), what="the run"))[0] == "scrape.finished"
+
+
+async def test_orders_scrape_wait_exits_non_zero_when_the_run_failed(services, pool, sources_file, shop, scraper):
+    code, out, _ = await orders_scrape(services, sources_file, "--source", "testshop", "--url",
+                                       f"{shop.base}/private/2.html", "--wait")
+    request_id = re.fullmatch(r"published scrape request ([0-9a-f-]{36}) .*", out.splitlines()[0]).group(1)
+    assert code == 1
+    assert out.splitlines()[-1] == (f"failed: nothing fetched: robots.txt forbids {shop.base}/private/2.html; 0 pages"
+                                    " (0 listing), products 0 new, 0 changed, 0 unchanged, 0 errors;"
+                                    " the request is in scraper.requests.dlq")
+    await dead_letters(services, {request_id})
 
 
 async def test_a_sources_schedule_publishes_requests_that_the_worker_runs(services, pool, scraper):
