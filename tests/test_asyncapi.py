@@ -80,7 +80,7 @@ def test_scrape_request_is_a_command_message(doc):
     message = doc["components"]["messages"][topology.SCRAPE_REQUESTED]
     assert message["payload"] == {"$ref": "#/components/schemas/ScrapeRequest"}
     assert set(doc["components"]["schemas"]["ScrapeRequest"]["properties"]) == {
-        "source", "url", "max_pages", "max_products"}
+        "source", "url", "max_pages", "max_products", "follow", "request_id"}
     assert list(doc["channels"][topology.COMMANDS]["messages"]) == [topology.SCRAPE_REQUESTED]
 
 

@@ -13,10 +13,13 @@ from workers.scrape_parse import (
     Item,
     Listing,
     ListingSelectors,
+    auto_listing,
+    classify,
     parse_availability,
     parse_detail,
     parse_listing,
     parse_price,
+    same_host_links,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "scrape"
@@ -417,3 +420,108 @@ def test_the_shipped_gantoum_source_reads_its_listing():
     items = parse_listing(page("gantoum_listing"), GANTOUM_URL, source.listing, source.currency).items
     assert [(i.price, i.currency) for i in items[:2]] == [(Decimal("4850000"), "IRR"), (Decimal("1985000"), "IRR")]
     assert parse_listing(page("gantoum_empty"), GANTOUM_URL, source.listing, source.currency).items == []
+
+
+# --------------------------------------------------------------------- automatic: what a page is, where it leads
+
+SHOP = Path(__file__).parent / "fixtures" / "shop"
+SHOP_URL = "https://leaf-and-kettle.example/"
+
+
+def shop_page(path: str) -> str:
+    return (SHOP / path).read_text(encoding="utf-8")
+
+
+def test_saved_shop_pages_are_what_the_generator_makes():
+    from tests.shop_pages import pages
+
+    made = pages()
+    assert {str(p.relative_to(SHOP)) for p in SHOP.rglob("*") if p.is_file()} == set(made)
+    assert all(shop_page(path) == text for path, text in made.items()), "run: python -m tests.shop_pages"
+
+
+@pytest.mark.parametrize("name", ["books_detail", "jsonld_product", "jsonld_graph", "jsonld_array",
+                                  "jsonld_aggregate_offer", "jsonld_type_list", "jsonld_no_currency", "microdata",
+                                  "opengraph", "visible_sale", "visible_special_price"])
+def test_a_page_of_one_product_is_a_product_page(name):
+    assert classify(page(name), "https://s.example/p") == "product"
+
+
+def test_related_product_cards_do_not_make_a_product_page_a_listing():
+    html = shop_page("product/darjeeling-classic.html")  # its h1 and sale price, four related products' cards
+    assert classify(html, SHOP_URL + "product/darjeeling-classic.html") == "product"
+    item = parse_detail(html, SHOP_URL + "product/darjeeling-classic.html")
+    assert (item.name, item.price, item.in_stock, item.stock) == ("Darjeeling Classic", Decimal("34.80"), True, 7)
+
+
+@pytest.mark.parametrize("name", ["books_listing", "gantoum_listing"])
+def test_repeated_product_cards_make_a_listing(name):
+    assert classify(page(name), "https://s.example/list") == "listing"
+
+
+@pytest.mark.parametrize("path", ["shop/page-1.html", "shop/page-4.html", "category/oolong.html", "index.html"])
+def test_the_shops_listings_are_listings(path):
+    assert classify(shop_page(path), SHOP_URL + path) == "listing"
+
+
+@pytest.mark.parametrize("html", [shop_page("about.html"), page("gantoum_empty"), "", "<h1>Hello</h1><p>Nothing to buy</p>"])
+def test_a_page_without_products_is_unknown(html):
+    assert classify(html, "https://s.example/") == "unknown"
+
+
+def test_structured_data_says_listing_by_an_item_list_or_several_products():
+    item_list = """<h1>Teas</h1><script type="application/ld+json">{"@type": "ItemList", "itemListElement": [
+      {"@type": "ListItem", "position": 1, "url": "/p/sencha"},
+      {"@type": "ListItem", "position": 2, "item": {"@id": "https://s.example/p/gyokuro"}},
+      {"@type": "ListItem", "position": 3, "item": {"@type": "Product", "url": "p/matcha", "name": "Matcha"}}]}
+    </script>"""
+    assert classify(item_list, "https://s.example/teas/") == "listing"
+    assert auto_listing(item_list, "https://s.example/teas/").product_links == [
+        "https://s.example/p/sencha", "https://s.example/p/gyokuro", "https://s.example/teas/p/matcha"]
+    several = """<script type="application/ld+json">{"@graph": [
+      {"@type": "Product", "name": "A", "url": "https://s.example/a"},
+      {"@type": "Product", "name": "B", "url": "https://s.example/b"}]}</script>"""
+    assert classify(several, "https://s.example/shop/") == "listing"
+    assert auto_listing(several, "https://s.example/shop/").product_links == ["https://s.example/a", "https://s.example/b"]
+
+
+def test_automatic_listing_gives_the_product_cards_and_the_next_page_only():
+    listing = auto_listing(shop_page("shop/page-2.html"), SHOP_URL + "shop/page-2.html")
+    from tests.shop_pages import products
+
+    assert listing.product_links == [f"{SHOP_URL}product/{p['slug']}.html" for p in products()[16:32]]
+    assert listing.next_page == SHOP_URL + "shop/page-3.html"  # not the categories, the cart or "Previous"
+    assert auto_listing(shop_page("shop/page-4.html"), SHOP_URL + "shop/page-4.html").next_page is None
+
+
+def test_automatic_listing_of_books_to_scrape_matches_its_selectors():
+    url = "https://books.toscrape.com/catalogue/page-1.html"
+    by_selectors = parse_listing(page("books_listing"), url, ListingSelectors(product_links="article.product_pod h3 a",
+                                                                             next_page="li.next a"))
+    assert auto_listing(page("books_listing"), url) == by_selectors
+
+
+@pytest.mark.parametrize("html, expected", [
+    ('<link rel="next" href="/list?page=2"><a href="/list?page=9">9</a>', "/list?page=2"),
+    ('<a rel="next" href="p2.html">2</a>', "/shop/p2.html"),
+    ('<ul class="pager"><li class="next"><a href="page-2.html">more</a></li></ul>', "/shop/page-2.html"),
+    ('<a class="pagination__next" href="?p=2"><svg></svg></a>', "/shop/list?p=2"),
+    ('<a href="?p=2">Next ›</a>', "/shop/list?p=2"),
+    ('<a href="?p=2">›</a>', "/shop/list?p=2"),
+    ('<a href="?p=2" aria-label="Next page"><i></i></a>', "/shop/list?p=2"),
+    ('<a href="?seite=2">Weiter</a>', "/shop/list?seite=2"),
+    ('<a href="?pageId=2">بعدی</a>', "/shop/list?pageId=2"),
+    ('<a class="next disabled" href="#">Next</a>', None),           # on the last page
+    ('<a href="?p=9">»</a>', None),                                  # often the last page, not the next
+    ('<a href="/p/next-gen-kettle">Next Gen Kettle</a>', None),      # a product named "Next ..."
+    ('<a href="list">Next</a>', None),                               # this very page
+])
+def test_next_page_by_rel_class_label_or_text(html, expected):
+    listing = auto_listing(html, "https://s.example/shop/list")
+    assert listing.next_page == (f"https://s.example{expected}" if expected else None)
+
+
+def test_same_host_links_keep_to_the_host_in_page_order():
+    html = """<a href="/b">b</a><a href="https://other.example/x">x</a><a href="/a#top">a</a><a href="/b">b</a>
+    <a href="mailto:x@s.example">mail</a><a href="javascript:void(0)">js</a>"""
+    assert same_host_links(html, "https://s.example/", "s.example") == ["https://s.example/b", "https://s.example/a"]

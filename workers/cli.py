@@ -4,6 +4,8 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Callable
+from typing import NoReturn
 
 from events.settings import settings
 
@@ -66,15 +68,59 @@ def _worker(args: argparse.Namespace) -> None:
     run_until_signal(consumer.run)
 
 
-def _scrape(args: argparse.Namespace) -> None:
+def _scrape(args: argparse.Namespace, error: Callable[[str], NoReturn]) -> None:
+    from events.scrapes import ScrapeFailed
+    from workers.scrape_watch import watch
     from workers.scrape_worker import publish_request
     from workers.scraper import ScrapeRequest
 
     if not (args.source or args.url):
-        sys.exit("name --source, --url, or both")
-    request = ScrapeRequest(source=args.source, url=args.url, max_pages=args.max_pages, max_products=args.max_products)
-    asyncio.run(publish_request(settings().rabbitmq_url, request))
-    print("published a scrape request to exchange orders.commands, routing key scrape.requested")
+        error("name --source, --url, or both")
+    request = ScrapeRequest(source=args.source, url=args.url, max_pages=args.max_pages,
+                            max_products=args.max_products, follow=args.follow)
+    request_id = asyncio.run(publish_request(settings().rabbitmq_url, request))
+    print(f"published scrape request {request_id} to exchange orders.commands, routing key scrape.requested")
+    if not args.wait:
+        print(f"its run's events have correlation id {request_id} (GET /admin/events?correlation_id={request_id})")
+        return
+    outcome = asyncio.run(watch(settings().database_url, request_id, lambda line: print(line, flush=True),
+                                args.timeout))
+    if outcome is None:
+        sys.exit(f"no news of request {request_id} for {args.timeout:g}s: is `orders worker scraper` running?")
+    if isinstance(outcome, ScrapeFailed):
+        sys.exit(1)
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _http_url(text: str) -> str:
+    from workers.sources import check_url
+
+    try:
+        return check_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _known_source(name: str) -> str:
+    """A source the scraper worker knows: the same files it loads (shipped, and SCRAPER_SOURCES)."""
+    from workers import sources
+
+    try:
+        known = sources.load(settings().scraper_sources)
+    except (OSError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(f"cannot read the sources: {exc}") from None
+    if name not in known:
+        raise argparse.ArgumentTypeError(f"unknown source {name!r}; known: {', '.join(sorted(known))}")
+    return name
 
 
 def _scrape_redrive(_: argparse.Namespace) -> None:
@@ -231,11 +277,20 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("asyncapi", help="print the AsyncAPI document of every exchange, queue and message").set_defaults(
         func=_asyncapi)
     scrape = sub.add_parser("scrape", help="publish a scrape request (the scraper worker runs it) or redrive dead ones")
-    scrape.add_argument("--source", help="a source name from the sources file")
-    scrape.add_argument("--url", help="a start URL: with --source, that source's rules on another address")
-    scrape.add_argument("--max-pages", type=int)
-    scrape.add_argument("--max-products", type=int)
-    scrape.set_defaults(func=_scrape)
+    scrape.add_argument("--source", type=_known_source, help="a source name from the sources file")
+    scrape.add_argument("--url", type=_http_url,
+                        help="a start URL: a product page or a listing; with --source, that source's rules on it")
+    scrape.add_argument("--max-pages", type=_at_least_one, metavar="N",
+                        help="listing pages to walk at most (default: the source's, 50)")
+    scrape.add_argument("--max-products", type=_at_least_one, metavar="N",
+                        help="products to record at most (default: the source's, 10000)")
+    scrape.add_argument("--follow", action="store_true",
+                        help="crawl every link of the host breadth-first, within the limits")
+    scrape.add_argument("--wait", action="store_true",
+                        help="follow the run: print its progress and outcome, exit 1 if it failed")
+    scrape.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
+                        help="with --wait: give up after this long without news of the run (default 300)")
+    scrape.set_defaults(func=lambda args: _scrape(args, scrape.error))
     # Not required, so that `orders scrape --source NAME` still publishes a request.
     ssub = scrape.add_subparsers(dest="scrape_command", metavar="[redrive]")
     ssub.add_parser("redrive", help="send dead-lettered scrape requests back to scraper.requests").set_defaults(

@@ -1,44 +1,61 @@
-"""The scraper: fetch a source's pages, parse them, record what is new or changed as events.
+"""The scraper: run a scrape request, record what is new or changed as events.
 
 A scraped product's identity is (source, SKU) or, without a SKU, (source, canonical URL); its id is
 derived from that, so every run finds the same product again. A product whose values did not change
-records nothing; a run records `scrape.started` and `scrape.finished` with its counts.
+records nothing. A run records `scrape.started`, `scrape.progressed` now and then, and `scrape.finished`
+with its counts and why it stopped, or `scrape.failed` with the reason when it got nothing useful. Its
+events carry the request's id as their correlation id. How the site is walked is workers/crawl.py.
 """
 
-import asyncio
 import logging
 import uuid
 from collections import Counter
 from datetime import UTC, datetime
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+from typing import Annotated
 
 import aiohttp
 import msgspec
-from bs4 import BeautifulSoup
 from psycopg_pool import AsyncConnectionPool
 
+from api.wakeup import RelayWaker
 from events import scrapes
-from events.base import Meta
+from events.base import Event, Meta
 from events.commands import scraping
+from events.context import correlation_id
 from events.errors import Invalid
 from events.money import parse_currency, parse_price
 from events.products import MAX_STOCK
-from workers.fetch import Fetcher, FetchError, Forbidden
-from workers.scrape_parse import Item, parse_detail, parse_listing
+from workers.crawl import Crawl
+from workers.fetch import Fetcher
+from workers.scrape_parse import Item
 from workers.sources import Source, for_url
 
 log = logging.getLogger(__name__)
 
 PRODUCT_NAMESPACE = uuid.UUID("6f1c1d3e-93b5-4c4e-8f0c-6b0f3c2f9a11")
+MAX_REQUEST_BYTES = 64 * 1024  # a request is a few short fields; a bigger body is not one
+
+Limit = Annotated[int, msgspec.Meta(ge=1)]
 
 
-class ScrapeRequest(msgspec.Struct, forbid_unknown_fields=True):
-    """The body of a `scrape.requested` message: a source, a start URL, or both."""
+class ScrapeRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+    """The body of a `scrape.requested` message: a source, a start URL, or both. `max_pages` bounds the
+    listing pages, `max_products` the products (defaults: the source's); `follow` crawls every link of
+    the host breadth-first; `request_id` becomes the correlation id of the run's events."""
 
-    source: str | None = None
-    url: str | None = None
-    max_pages: int | None = None
-    max_products: int | None = None
+    source: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
+    url: Annotated[str, msgspec.Meta(min_length=1, max_length=2000)] | None = None
+    max_pages: Limit | None = None
+    max_products: Limit | None = None
+    follow: bool = False
+    request_id: uuid.UUID | None = None
+
+
+def decode_request(body: bytes) -> ScrapeRequest:
+    """The request in a message body; raises ValueError (msgspec's errors are ValueErrors too)."""
+    if len(body) > MAX_REQUEST_BYTES:
+        raise ValueError(f"a body of {len(body)} bytes is not a scrape request (at most {MAX_REQUEST_BYTES})")
+    return msgspec.json.decode(body, type=ScrapeRequest)
 
 
 def product_id(source: str, item: Item) -> uuid.UUID:
@@ -46,16 +63,20 @@ def product_id(source: str, item: Item) -> uuid.UUID:
     return uuid.uuid5(PRODUCT_NAMESPACE, f"{source}|{identity}")
 
 
-def next_page_number(url: str, param: str) -> str:
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query))
-    query[param] = str(int(query.get(param, "1")) + 1)
-    return urlunsplit(parts._replace(query=urlencode(query)))
+class _Run:
+    """One run's stream: its events appended in order, each commit waking the relay."""
 
+    def __init__(self, pool: AsyncConnectionPool, run_id: uuid.UUID, meta: Meta):
+        self.pool, self.run_id, self.meta, self.version = pool, run_id, meta, 0
 
-def same_host_links(html: str, url: str, host: str) -> list[str]:
-    links = (urljoin(url, a["href"]).split("#")[0] for a in BeautifulSoup(html, "lxml").select("a[href]"))
-    return list(dict.fromkeys(link for link in links if urlsplit(link).hostname == host))
+    async def append(self, event: Event) -> None:
+        await scraping.record_run(self.pool, self.run_id, event, self.version, self.meta)
+        self.version += 1
+
+    def counts(self, source: str, counts: Counter) -> dict:
+        return dict(run_id=self.run_id, source=source, pages=counts["pages"], listing_pages=counts["listing_pages"],
+                    products_new=counts["new"], products_changed=counts["changed"],
+                    products_unchanged=counts["unchanged"], errors=counts["errors"])
 
 
 class Scraper:
@@ -73,29 +94,60 @@ class Scraper:
             raise ValueError("a scrape request names a source, a url, or both")
         return base
 
-    async def run(self, request: ScrapeRequest, meta: Meta | None = None) -> Counter:
-        source = self.resolve(request)
+    async def run(self, request: ScrapeRequest) -> scrapes.ScrapeFinished | scrapes.ScrapeFailed:
+        """Run one request; its last event, `scrape.failed` if the request could not run or the run got
+        nothing useful (the caller dead-letters the request then)."""
+        request_id = request.request_id or uuid.uuid4()
+        correlation_id.set(str(request_id))  # the run's log lines carry it, as its events do
+        run = _Run(self.pool, uuid.uuid4(), Meta(correlation_id=request_id, actor="scraper"))
+        try:
+            source = self.resolve(request)
+        except ValueError as exc:  # nothing to run: the failure is the whole run
+            return await self._end(run, request.source or request.url or "", Counter(), str(exc), request_id)
+        run.meta = Meta(correlation_id=request_id, actor=f"scraper:{source.name}")
         max_pages = request.max_pages or source.max_pages
-        max_products = request.max_products or 10_000
-        run_id = uuid.uuid4()
-        meta = meta or Meta(actor=f"scraper:{source.name}")
-        await self._record_run(run_id, scrapes.ScrapeStarted(
-            run_id=run_id, source=source.name, start_urls=source.start_urls, max_pages=max_pages,
-            max_products=max_products, started_at=datetime.now(UTC)), 0, meta)
-        counts: Counter = Counter()
+        max_products = request.max_products or source.max_products
+        await run.append(scrapes.ScrapeStarted(
+            run_id=run.run_id, source=source.name, start_urls=source.start_urls, max_pages=max_pages,
+            max_products=max_products, started_at=datetime.now(UTC), request_id=request_id, follow=request.follow))
+
+        async def record(item: Item) -> str:
+            outcome = await self.record(source, item, run.run_id, run.meta)
+            if outcome in ("new", "changed"):
+                waker.poke()  # after its commit: the relay publishes it now, not at its next poll
+            return outcome
+
+        async def report(counts: Counter) -> None:
+            await run.append(scrapes.ScrapeProgressed(**run.counts(source.name, counts), at=datetime.now(UTC)))
+
         async with aiohttp.ClientSession() as session:
             fetcher = Fetcher(session, source.allowed_host, concurrency=source.concurrency,
                               delay=source.delay_seconds, timeout=self.timeout, retries=self.retries)
-            await Crawl(self, source, fetcher, counts, max_pages, max_products, run_id, meta).run()
-        await self._record_run(run_id, scrapes.ScrapeFinished(
-            run_id=run_id, source=source.name, pages=counts["pages"], products_new=counts["new"],
-            products_changed=counts["changed"], products_unchanged=counts["unchanged"], errors=counts["errors"],
-            finished_at=datetime.now(UTC)), 1, meta)
-        log.info("scrape %s of %s: %s", run_id, source.name, dict(counts))
-        return counts
+            crawl = Crawl(source, fetcher, record, report, max_pages=max_pages, max_products=max_products,
+                          follow=request.follow)
+            waker = RelayWaker()
+            waker.start(self.pool)
+            try:
+                await crawl.run()
+                failure = crawl.failure()
+            except Exception as exc:  # a bug or an outage: the run ends failed, it does not just vanish
+                log.exception("scrape %s of %s crashed", run.run_id, source.name)
+                failure = f"crashed: {type(exc).__name__}: {exc}"
+            finally:
+                await waker.stop()
+        return await self._end(run, source.name, crawl.counts, failure, request_id, crawl.stopped())
 
-    async def _record_run(self, run_id: uuid.UUID, event, version: int, meta: Meta) -> None:
-        await scraping.record_run(self.pool, run_id, event, version, meta)
+    async def _end(self, run: _Run, source: str, counts: Counter, failure: str | None, request_id: uuid.UUID,
+                   stopped: scrapes.Stopped = "exhausted") -> scrapes.ScrapeFinished | scrapes.ScrapeFailed:
+        now = datetime.now(UTC)
+        if failure is None:
+            event = scrapes.ScrapeFinished(**run.counts(source, counts), finished_at=now, stopped=stopped)
+        else:
+            event = scrapes.ScrapeFailed(**run.counts(source, counts), reason=failure[:1000], failed_at=now,
+                                         request_id=request_id)
+        await run.append(event)
+        log.info("scrape %s of %s: %s", run.run_id, source, failure or f"finished ({stopped}), {dict(counts)}")
+        return event
 
     async def record(self, source: Source, item: Item, run_id: uuid.UUID, meta: Meta) -> str:
         """'new', 'changed', 'unchanged' or 'errors' for one scraped item: the run's count it adds to."""
@@ -111,83 +163,3 @@ class Scraper:
                   "currency": currency, "stock": stock, "sku": item.sku, "image_url": item.image_url}
         return await scraping.record_product(self.pool, product_id(source.name, item), source.name, item.url,
                                              run_id, values, meta)
-
-
-class Crawl:
-    """One run's walk over listing pages and the detail pages they link to."""
-
-    def __init__(self, scraper: Scraper, source: Source, fetcher: Fetcher, counts: Counter, max_pages: int,
-                 max_products: int, run_id: uuid.UUID, meta: Meta):
-        self.scraper, self.source, self.fetcher, self.counts = scraper, source, fetcher, counts
-        self.max_pages, self.max_products, self.run_id, self.meta = max_pages, max_products, run_id, meta
-        self.seen: set[str] = set()
-        self.products = 0
-
-    def budget(self) -> bool:
-        return self.counts["pages"] < self.max_pages and self.products < self.max_products
-
-    async def fetch(self, url: str) -> str | None:
-        self.seen.add(url)
-        try:
-            html = await self.fetcher.get(url)
-        except Forbidden as exc:
-            log.info("scrape %s skips %s", self.run_id, exc)
-            self.counts["skipped"] += 1
-            return None
-        except FetchError as exc:
-            log.warning("scrape %s: %s", self.run_id, exc)
-            self.counts["errors"] += 1
-            return None
-        self.counts["pages"] += 1
-        return html
-
-    async def keep(self, item: Item | None) -> None:
-        if item is None or self.products >= self.max_products:
-            return
-        self.products += 1
-        try:
-            outcome = await self.scraper.record(self.source, item, self.run_id, self.meta)
-        except Exception:  # one odd page must not end the run
-            log.exception("scrape %s: cannot record %s", self.run_id, item.url)
-            outcome = "errors"
-        self.counts[outcome] += 1
-
-    async def parse_detail(self, html: str, url: str) -> Item | None:
-        try:
-            # Parsing is CPU work: a thread keeps the event loop (fetches, the broker's heartbeats) moving.
-            return await asyncio.to_thread(parse_detail, html, url, self.source.detail, self.source.currency)
-        except Exception:
-            log.exception("scrape %s: cannot parse %s", self.run_id, url)
-            return None
-
-    async def detail(self, url: str) -> None:
-        if (html := await self.fetch(url)) is None:
-            return
-        item = await self.parse_detail(html, url)
-        if item is None:
-            self.counts["errors"] += 1
-        await self.keep(item)
-
-    async def run(self) -> None:
-        queue = list(self.source.start_urls)
-        listing = self.source.listing
-        automatic = not (listing.product_links or listing.item)
-        while queue and self.budget():
-            url = queue.pop(0)
-            if url in self.seen or (html := await self.fetch(url)) is None:
-                continue
-            if automatic:  # no selectors: every page may be a product; follow the host's links
-                await self.keep(await self.parse_detail(html, url))
-                queue += [u for u in same_host_links(html, url, self.source.allowed_host) if u not in self.seen]
-                continue
-            page = await asyncio.to_thread(parse_listing, html, url, listing, self.source.currency)
-            for item in page.items:
-                await self.keep(item)
-            links = [u for u in page.product_links if u not in self.seen]
-            room = min(self.max_pages - self.counts["pages"], self.max_products - self.products)
-            await asyncio.gather(*(self.detail(u) for u in links[:max(room, 0)]))
-            if self.source.page_param:
-                if page.items or page.product_links:  # the first page without products ends the walk
-                    queue.append(next_page_number(url, self.source.page_param))
-            elif page.next_page:
-                queue.append(page.next_page)

@@ -17,7 +17,8 @@ class Source(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     allowed_host: str
     currency: str = "USD"
     page_param: str | None = None
-    max_pages: int = 50
+    max_pages: int = 50  # listing pages per run
+    max_products: int = 10_000  # products (detail pages) per run: a whole catalogue of a small shop
     delay_seconds: float = 1.0
     concurrency: int = 2
     schedule_minutes: float | None = None
@@ -33,10 +34,19 @@ def load(extra: str | None = None) -> dict[str, Source]:
     return {name: msgspec.convert({**body, "name": name}, Source) for name, body in raw.items()}
 
 
+def check_url(url: str) -> str:
+    """The URL, if it is one the scraper can fetch: http(s) with a host. Raises ValueError."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL with a host: {url!r}")
+    return url
+
+
 def for_url(url: str, base: Source | None = None) -> Source:
     """A source's rules applied to another start address (a mirror or a saved copy), or automatic
-    extraction on any site when no source is named."""
-    host = urlsplit(url).hostname or ""
+    extraction on any site when no source is named: then the source is named after the host, so a
+    later scrape of the same host finds the same products again."""
+    host = urlsplit(check_url(url)).hostname
     if base is not None:
         return msgspec.structs.replace(base, start_urls=[url], allowed_host=host)
     return Source(name=host, start_urls=[url], allowed_host=host)

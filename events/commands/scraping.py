@@ -13,15 +13,13 @@ from events.commands.catalog import commit
 async def record_product(pool: AsyncConnectionPool, product_id: uuid.UUID, source: str, url: str,
                          run_id: uuid.UUID, values: dict, meta: Meta) -> str:
     """'new', 'changed' or 'unchanged': what the scrape said of the product (see `products.scrape`)."""
-    async with pool.connection() as conn:
-        async with conn.transaction():
-            await product_state.lock(conn, [product_id])
-            current = await product_state.load(conn, product_id)
-            events = products.scrape(current, product_id, source, url, run_id, values, datetime.now(UTC))
-            if not events:
-                return "unchanged"
-            await commit(conn, current, events, meta)
-        await store.wake_relay(conn)  # after the commit: the product need not wait for the relay's poll
+    async with pool.connection() as conn, conn.transaction():
+        await product_state.lock(conn, [product_id])
+        current = await product_state.load(conn, product_id)
+        events = products.scrape(current, product_id, source, url, run_id, values, datetime.now(UTC))
+        if not events:
+            return "unchanged"
+        await commit(conn, current, events, meta)
     return "changed" if current else "new"
 
 

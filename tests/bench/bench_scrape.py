@@ -149,13 +149,14 @@ async def crawl(pool, base: str, books) -> list[tuple]:
     scraper, rows = Scraper(pool, {"benchshop": source}, timeout=10, retries=1), []
     for label, kind in (("first run", "new"), ("second, identical run", "unchanged")):
         cpu, start = time.process_time(), time.perf_counter()
-        counts = await scraper.run(ScrapeRequest(source="benchshop", max_pages=2000))
+        run = await scraper.run(ScrapeRequest(source="benchshop", max_pages=2000))
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
         async with pool.connection() as conn:  # each new or changed product records exactly one event
             cur = await conn.execute("SELECT count(*) FROM events WHERE type = 'product.scraped'")
             events = f"{(await cur.fetchone())[0]:,}"
-        rows.append((f"Scraper.run, {label} (products/s = {kind}/s)", counts["pages"], wall, cpu, "", "",
-                     f"{counts[kind] / wall:,.1f}", "{new} / {changed} / {unchanged} / {errors}".format_map(counts),
+        rows.append((f"Scraper.run, {label} (products/s = {kind}/s)", run.pages, wall, cpu, "", "",
+                     f"{getattr(run, f'products_{kind}') / wall:,.1f}",
+                     f"{run.products_new} / {run.products_changed} / {run.products_unchanged} / {run.errors}",
                      events))
     return rows
 

@@ -1,6 +1,7 @@
 """Markup helpers every extractor shares: parsing, URLs, element text and images."""
 
 import html as html_lib
+import re
 from urllib.parse import urldefrag, urljoin
 
 from bs4 import BeautifulSoup, Tag
@@ -48,3 +49,9 @@ def clean(value) -> str:
     """Text with entities decoded and whitespace collapsed (JSON-LD often carries "&amp;" and newlines)."""
     return " ".join(html_lib.unescape(str(value)).split()) if value is not None else ""
 
+
+
+def class_words(element: Tag) -> list[list[str]]:
+    """Words of each class name: "price--old" -> [price, old], "oldPrice" -> [old, price]."""
+    return [[w.lower() for w in re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])", name)]
+            for name in element.get("class") or []]

@@ -51,10 +51,14 @@ def _walk(data):
 
 
 def _is_product(node: dict) -> bool:
+    return bool(_types(node) & _PRODUCT_TYPES)
+
+
+def _types(node: dict) -> set[str]:
     types = node.get("@type")
     types = types if isinstance(types, list) else [types]
     # "Product", "schema:Product" and "http://schema.org/Product" all name the same type.
-    return any(isinstance(t, str) and re.split(r"[/:#]", t)[-1] in _PRODUCT_TYPES for t in types)
+    return {re.split(r"[/:#]", t)[-1] for t in types if isinstance(t, str)}
 
 
 def _first(value):
@@ -164,3 +168,56 @@ def _meta_tags(soup: BeautifulSoup) -> dict:
         meta.setdefault(key, tag["content"].strip())
     return meta
 
+
+
+# -- what the structured data says the page is
+
+def structured_kind(soup: BeautifulSoup) -> str | None:
+    """What the page's structured data says it is: "product" (it describes one product), "listing" (a
+    schema.org ItemList, or many Product nodes: WooCommerce marks up every product of a shop page), or
+    None when it says neither."""
+    nodes = list(_json_ld_nodes(soup))
+    products = [n for n in nodes if _is_product(n)]
+    if len(products) == 1:
+        return "product"
+    if len(products) > 1 or _item_list_urls(nodes):
+        return "listing"
+    scopes = _top_product_scopes(soup)
+    h1 = soup.find("h1")
+    # Related products marked up on a product page are scopes too; the page's own one holds its h1.
+    if len(scopes) == 1 or (h1 is not None and any(p is s for p in h1.parents for s in scopes)):
+        return "product"
+    if scopes:
+        return "listing"
+    og_type = _meta_tags(soup).get("og:type", "").lower()
+    return "product" if og_type in ("product", "og:product", "product.item") else None
+
+
+def listed_urls(soup: BeautifulSoup) -> list[str]:
+    """The product page links (as written, maybe relative) a listing names in its JSON-LD."""
+    nodes = list(_json_ld_nodes(soup))
+    if urls := _item_list_urls(nodes):
+        return urls
+    products = [n for n in nodes if _is_product(n)]
+    return [url for n in products if (url := _first(n.get("url")))] if len(products) > 1 else []
+
+
+def _item_list_urls(nodes: list[dict]) -> list[str]:
+    # Elements are ListItems with a url, or with an item that is a URL, a {"@id": url} or a Product.
+    urls = []
+    for node in nodes:
+        if "ItemList" not in _types(node):
+            continue
+        elements = node.get("itemListElement")
+        for element in elements if isinstance(elements, list) else [elements]:
+            item = element.get("item", element) if isinstance(element, dict) else element
+            url = (element.get("url") if isinstance(element, dict) else None) or (
+                (item.get("url") or item.get("@id")) if isinstance(item, dict) else item)
+            if isinstance(url, str) and url.strip():
+                urls.append(url.strip())
+    return urls
+
+
+def _top_product_scopes(soup: BeautifulSoup) -> list[Tag]:
+    scopes = [s for s in soup.find_all(attrs={"itemscope": True, "itemtype": True}) if _is_product_scope(s)]
+    return [s for s in scopes if not any(p is o for p in s.parents for o in scopes)]

@@ -1,6 +1,5 @@
 """What the page shows, for shops without structured data: the h1, the product's own price and stock line."""
 
-import re
 from decimal import Decimal
 
 from bs4 import BeautifulSoup, NavigableString, Tag
@@ -28,21 +27,20 @@ def from_visible(soup: BeautifulSoup) -> dict:
     return fields | _visible_availability(soup, h1)
 
 
+def prices_shown(soup: BeautifulSoup) -> list[tuple[Tag, tuple[Decimal, str | None]]]:
+    """Every element showing a price to pay (not struck through), with that price, in page order."""
+    return [(el, found) for el in soup.select(_PRICE_CANDIDATES)
+            if not _is_struck(el) and (found := parse_price(_unstruck_text(el)))]
+
+
 def _visible_price(soup: BeautifulSoup, h1: Tag | None) -> tuple[Decimal, str | None] | None:
     """The product's own price: not struck through, and preferably near the h1 and outside carts/related blocks."""
-    priced = [(el, found) for el in soup.select(_PRICE_CANDIDATES)
-              if not _is_struck(el) and (found := parse_price(_unstruck_text(el)))]
+    priced = prices_shown(soup)
     if not priced:
         return None
     area = _main_area(h1, [el for el, _ in priced])
     # max() keeps the first of equals, so ties go to the earliest price on the page.
     return max(priced, key=lambda candidate: _price_score(candidate[0], area))[1]
-
-
-def _class_words(element: Tag) -> list[list[str]]:
-    """Words of each class name: "price--old" -> [price, old], "oldPrice" -> [old, price]."""
-    return [[w.lower() for w in re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])", name)]
-            for name in element.get("class") or []]
 
 
 def _marks_superseded(element: Tag) -> bool:
@@ -52,7 +50,7 @@ def _marks_superseded(element: Tag) -> bool:
     if element.name in _STRUCK_TAGS or _SCREEN_READER_ONLY & set(element.get("class") or []):
         return True
     return any(set(words) & _SUPERSEDED and ({"price", "amount"} & set(words) or len(words) == 1)
-               for words in _class_words(element))
+               for words in dom.class_words(element))
 
 
 def _is_struck(element: Tag) -> bool:
@@ -84,7 +82,7 @@ def _main_area(h1: Tag | None, candidates: list[Tag]) -> Tag | None:
 
 def _price_score(element: Tag, area: Tag | None) -> int:
     chain = [element, *(p for p in element.parents if isinstance(p, Tag))]
-    words = {w for el in chain for name in _class_words(el) for w in name}
+    words = {w for el in chain for name in dom.class_words(el) for w in name}
     in_area = area is not None and any(el is area for el in chain)
     preferred = element.get("itemprop") == "price" or any(el.name == "ins" for el in chain) or bool(words & _PREFERRED)
     elsewhere = bool(words & _ELSEWHERE) or any(el.name in _ASIDE_TAGS for el in chain)
