@@ -12,8 +12,7 @@ from msgspec import Meta
 
 from api.auth import event_meta, requires
 from api.orders import AddressIn, OrderOut, idempotency, placed, watch_order
-from events.commands import ordering
-from events.errors import NotFound
+from events.commands import cart, ordering
 
 
 class QuantityIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -64,33 +63,19 @@ async def get_cart(request: Request, state: State) -> Cart:
      summary="Set a product's quantity in the cart (0 removes it)")
 async def set_item(product_id: FromPath[uuid.UUID], data: JSONBody[QuantityIn], request: Request,
                    state: State) -> Cart:
-    async with state.pool.connection() as conn:
-        if data.quantity == 0:
-            await conn.execute("DELETE FROM cart_items WHERE buyer_id = %s AND product_id = %s",
-                               (request.user.id, product_id))
-        else:
-            cur = await conn.execute("SELECT 1 FROM product_state WHERE product_id = %s AND active", (product_id,))
-            if await cur.fetchone() is None:
-                raise NotFound("no such product")
-            await conn.execute(
-                "INSERT INTO cart_items (buyer_id, product_id, quantity) VALUES (%s, %s, %s)"
-                " ON CONFLICT (buyer_id, product_id) DO UPDATE SET quantity = excluded.quantity",
-                (request.user.id, product_id, data.quantity))
+    await cart.set_item(state.pool, request.user.id, product_id, data.quantity)
     return await _cart(state, request.user.id)
 
 
 @delete("/cart/items/{product_id:uuid}", guards=BUYERS, operation_id="removeCartItem", tags=["cart"],
         summary="Remove a product from the cart")
 async def remove_item(product_id: FromPath[uuid.UUID], request: Request, state: State) -> None:
-    async with state.pool.connection() as conn:
-        await conn.execute("DELETE FROM cart_items WHERE buyer_id = %s AND product_id = %s",
-                           (request.user.id, product_id))
+    await cart.remove_item(state.pool, request.user.id, product_id)
 
 
 @delete("/cart", guards=BUYERS, operation_id="emptyCart", tags=["cart"], summary="Empty the cart")
 async def empty_cart(request: Request, state: State) -> None:
-    async with state.pool.connection() as conn:
-        await conn.execute("DELETE FROM cart_items WHERE buyer_id = %s", (request.user.id,))
+    await cart.empty(state.pool, request.user.id)
 
 
 @post("/cart/checkout", guards=BUYERS, operation_id="checkout", tags=["cart"],
