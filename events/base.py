@@ -85,6 +85,16 @@ class Recorded(msgspec.Struct, frozen=True, kw_only=True):
         return (self.tx_id, self.position)
 
 
+_MESSAGE = msgspec.json.Decoder(Recorded | list[Recorded])
+
+
+def unpack(body: bytes) -> list[Recorded]:
+    """The events a message on orders.events carries: one event (an object) or several (an array).
+    Raises msgspec.DecodeError (a ValueError) for anything else."""
+    decoded = _MESSAGE.decode(body)
+    return decoded if isinstance(decoded, list) else [decoded]
+
+
 S = TypeVar("S")
 # Every stream kind's state transition: (state before, the event, its stream version, when) -> state after.
 Evolve = Callable[[S | None, Event, int, datetime], S | None]

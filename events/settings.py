@@ -35,6 +35,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     scraper_timeout: float = 10.0
     scraper_retries: int = 3
     relay_batch_size: int = 1000
+    relay_max_events_per_message: int = 500  # 1: one event per message, as before batching
+    projection_partitions: int = 1  # queues per projection, by a hash of the stream id
     relay_poll_seconds: float = 1.0
     projection_max_attempts: int = 5
     projection_retry_seconds: float = 1.0  # first retry's backoff; it doubles on each attempt, up to a minute
@@ -67,6 +69,8 @@ _ENV = {
     "SCRAPER_RETRIES": "scraper_retries",
     "RELAY_BATCH_SIZE": "relay_batch_size",
     "RELAY_POLL_SECONDS": "relay_poll_seconds",
+    "RELAY_MAX_EVENTS_PER_MESSAGE": "relay_max_events_per_message",
+    "PROJECTION_PARTITIONS": "projection_partitions",
     "PROJECTION_MAX_ATTEMPTS": "projection_max_attempts",
     "PROJECTION_RETRY_SECONDS": "projection_retry_seconds",
     "LOG_LEVEL": "log_level",

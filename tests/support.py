@@ -8,11 +8,11 @@ import subprocess
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import aiohttp
 
-from events.base import Event, event
+from events.base import Event, Recorded, event, unpack
 
 T = TypeVar("T")
 
@@ -108,12 +108,20 @@ class RabbitAdmin:
         return await self._call("GET", f"/api/queues/{q}/{urllib.parse.quote(name, safe='')}")
 
 
+class Tapped(NamedTuple):
+    """One event as a message on orders.events brought it (a message may bring several)."""
+
+    message: object
+    event: Recorded
+
+
 class Tap:
-    """A private queue bound to orders.events that records every message it receives."""
+    """A private queue bound to orders.events that records every event it receives."""
 
     def __init__(self, rabbitmq_url: str, binding: str = "#"):
         self.url, self.binding = rabbitmq_url, binding
         self.messages: list = []
+        self.events: list[Tapped] = []
         self._connection = None
 
     async def __aenter__(self) -> "Tap":
@@ -132,12 +140,13 @@ class Tap:
 
     async def _on_message(self, message) -> None:
         self.messages.append(message)
+        self.events.extend(Tapped(message, e) for e in unpack(message.body))
 
     async def __aexit__(self, *exc) -> None:
         await self._connection.close()
 
-    def for_streams(self, streams: set[str]) -> list:
-        return [m for m in self.messages if m.headers.get("stream_id") in streams]
+    def for_streams(self, streams: set[str]) -> list[Tapped]:
+        return [t for t in self.events if t.event.stream_id in streams]
 
 
 PASSWORD = "correct horse battery"

@@ -2,8 +2,6 @@ import asyncio
 import contextlib
 import uuid
 from typing import NamedTuple
-from collections import Counter
-from types import SimpleNamespace
 
 import aio_pika
 import msgspec
@@ -12,11 +10,12 @@ import pytest
 from faststream.rabbit import RabbitBroker
 
 from events import store
-from events.base import Recorded
+from events.base import Recorded, unpack
 from projections import Outcome, project
 from projections.base import project_batch
 from tests.support import Happened, Poisoned, eventually
 from workers.consumer import ProjectionConsumer, declare_topology
+from workers.dead_letters import RetryPolicy
 from workers.relay import Relay
 
 
@@ -249,56 +248,63 @@ async def test_batches_are_acked_with_fewer_acks_than_messages_and_none_left_una
         assert consumer.counts["acks"] < messages
 
 
-async def test_messages_done_behind_a_retried_one_are_acked_and_the_channel_stays_open(services, pool, counters,
-                                                                                       monkeypatch, caplog):
-    healthy = [(await stream_of(pool, 2))[0] for _ in range(20)]
-    poisoned = f"count-{uuid.uuid4()}"
-    async with pool.connection() as conn:
-        await store.append(conn, poisoned, 0, [Poisoned(reason="bad data")])
-    healthy += [(await stream_of(pool, 2))[0] for _ in range(20)]
-    async with pool.connection() as conn:
-        last = (await store.read_stream(conn, healthy[-1]))[-1]
-    await _relayed(services, pool, last)
-    # The broker takes the retry's copy only when the test lets it: till then the poison stays
-    # unacked, in its retry, with the messages behind it done.
-    release, publish = asyncio.Event(), RabbitBroker.publish
-
-    async def held_publish(broker, *args, **kwargs):
-        await release.wait()
-        return await publish(broker, *args, **kwargs)
-    monkeypatch.setattr(RabbitBroker, "publish", held_publish)
-
-    async with pipeline(services, counters, max_attempts=3) as consumer:
-        healthy += [(await stream_of(pool, 2))[0] for _ in range(10)]  # delivered while the poison is held
+async def test_a_failed_stream_waits_its_backoff_in_the_retry_queue_while_the_queue_flows(services, pool, counters):
+    async with pipeline(services, counters, max_attempts=2, retry_seconds=3) as consumer:
+        poisoned = f"count-{uuid.uuid4()}"
+        async with pool.connection() as conn:
+            await store.append(conn, poisoned, 0, [Poisoned(reason="bad data")])
+        healthy = [(await stream_of(pool, 2))[0] for _ in range(10)]
 
         async def healthy_projected():
             return all([await row(pool, s) == (2, 30, [1, 2]) for s in healthy])
-        await eventually(healthy_projected, what="the healthy streams")
-        await eventually(lambda: _figures_are(services, counters.name, ready=0, unacked=1), timeout=30,
-                         what="only the retried message unacked")
-        assert (consumer.counts["failed"], consumer.counts["dead_lettered"]) == (1, 0)
-        [channel] = consumer._deliveries  # the channel of every delivery so far
+        await eventually(healthy_projected, what="the streams behind the failed one")
+        assert consumer.counts["failed"] == 1
 
-        release.set()
-        await eventually(lambda: _async(consumer.counts["dead_lettered"] == 1), what="a dead letter")
-        assert consumer.counts["failed"] == 3
-        late = (await stream_of(pool, 2))[0]
-        await eventually(lambda: _row_is(pool, late, (2, 30, [1, 2])), what="a stream after the dead letter")
-        await eventually(lambda: _figures_are(services, counters.name, ready=0, unacked=0), timeout=30,
-                         what="every message acked")
-        # A multiple ack over the retried message, or an ack of a tag already acked, would have closed
-        # the channel (PRECONDITION_FAILED), and the broker would have gone on with a new one.
-        assert list(consumer._deliveries) == [channel]
-        assert not channel.is_closed
-    assert "could not ack" not in caplog.text
+        async def waiting_in_retry():
+            async with await aio_pika.connect(services.rabbitmq_url) as connection:
+                channel = await connection.channel()
+                retry = await channel.declare_queue("projections.testcount.retry", passive=True)
+                main = await channel.declare_queue("projections.testcount", passive=True)
+                return retry.declaration_result.message_count == 1 and main.declaration_result.message_count == 0
+        await eventually(waiting_in_retry, timeout=3, what="the failed stream's copy in the retry queue")
+        await eventually(lambda: _async(consumer.counts["dead_lettered"] == 1), what="the second attempt to fail")
+        assert consumer.counts["failed"] == 2
 
     async with await aio_pika.connect(services.rabbitmq_url) as connection:
         dlq = await (await connection.channel()).declare_queue("projections.testcount.dlq", passive=True)
         message = await dlq.get(timeout=5)
         await message.ack()
-    assert message.headers["stream_id"] == poisoned
-    assert message.headers["x-attempts"] == 3
+    assert message.headers["stream_id"] == poisoned and message.headers["x-attempts"] == 2
+    assert message.headers["x-original-routing-key"] == "test.poisoned"
     assert await row(pool, poisoned) is None
+
+
+async def test_a_bad_event_in_a_packed_message_holds_back_only_its_own_stream(services, pool, counters):
+    """One message carries several streams' events; one stream's event fails: the other streams of the
+    same message are applied, and only the failing stream's events are sent on, as a copy of their own."""
+
+    class Picky(CounterProjector):
+        def evolve(self, state, event, version, at):
+            if isinstance(event, Happened) and event.n == 13:
+                raise RuntimeError("thirteen")
+            return super().evolve(state, event, version, at)
+
+    streams = [f"count-{uuid.uuid4()}" for _ in range(5)]
+    async with pool.connection() as conn, conn.transaction():  # one transaction: one read, one packed message
+        for i, stream in enumerate(streams):
+            await store.append(conn, stream, 0, [Happened(n=13 if i == 2 else 1, seq=1)])
+    async with pipeline(services, Picky(), max_attempts=1) as consumer:
+        async def others_projected():
+            return all([await row(pool, s) == (1, 1, [1]) for i, s in enumerate(streams) if i != 2])
+        await eventually(others_projected, what="the other streams of the message")
+        await eventually(lambda: _async(consumer.counts["dead_lettered"] == 1), what="the bad stream dead-lettered")
+    async with await aio_pika.connect(services.rabbitmq_url) as connection:
+        dlq = await (await connection.channel()).declare_queue("projections.testcount.dlq", passive=True)
+        message = await dlq.get(timeout=5)
+        await message.ack()
+    [dead] = unpack(message.body)
+    assert dead.stream_id == streams[2] and message.headers["stream_id"] == streams[2]
+    assert await row(pool, streams[2]) is None
 
 
 async def _relayed(services, pool, last: Recorded) -> None:
@@ -358,84 +364,11 @@ async def test_duplicates_are_notified_too(services, pool, counters):
     assert await row(pool, stream) == (2, 30, [1, 2])
 
 
-class _Channel:
-    """What RabbitMQ allows on one channel: a tag is settled once, and a multiple ack names an unsettled
-    tag and settles every unsettled one up to it (here: only those the consumer has done)."""
-
-    def __init__(self):
-        self.unsettled: set[int] = set()
-        self.done: set[int] = set()
-        self.acks: Counter[int] = Counter()
-        self.multiple: list[int] = []
-
-    def ack(self, tag: int, multiple: bool = False) -> None:
-        assert tag in self.unsettled, f"PRECONDITION_FAILED - unknown delivery tag {tag}"
-        covered = {t for t in self.unsettled if t <= tag} if multiple else {tag}
-        assert covered <= self.done, f"a multiple ack of {tag} settles {sorted(covered - self.done)}, not done"
-        if multiple:
-            self.multiple.append(tag)
-        self.unsettled -= covered
-        self.acks.update(covered)
-
-
-def _delivery(tag: int):
-    return SimpleNamespace(raw_message=SimpleNamespace(delivery_tag=tag), message_id=str(tag))
-
-
-@pytest.mark.parametrize("stuck", ["unregistered", "retrying"])
-def test_a_tag_that_never_settles_bounds_what_a_channel_tracks(monkeypatch, stuck):
-    """Delivery 1 never settles (handle never saw it, or its retry hangs): the watermark stays below it, so
-    every later delivery is acked alone, and the settled ones are forgotten instead of piling up."""
-    from workers import consumer
-
-    monkeypatch.setattr(consumer, "_MAX_TRACKED", 50)
-    deliveries, channel = consumer._Deliveries(), _Channel()
-    held = _delivery(1)
-    channel.unsettled.add(1)
-    if stuck == "retrying":
-        deliveries.register(held)
-        deliveries.mark(held, consumer._State.RETRYING)
-
-    def batches(first_tag: int, count: int, size: int = 10):
-        """Deliver batches of `size`, each registered while the one before is in the database; then done
-        and acked as `_ack_done` acks them."""
-        in_hand = []
-        for n in range(count + 1):
-            arriving = [_delivery(t) for t in range(first_tag + n * size, first_tag + (n + 1) * size)] if n < count else []
-            for m in arriving:
-                channel.unsettled.add(m.raw_message.delivery_tag)
-                deliveries.register(m)
-            for m in in_hand:
-                deliveries.mark(m, consumer._State.DONE)
-                channel.done.add(m.raw_message.delivery_tag)
-            upto, alone = deliveries.advance()
-            if upto is not None:
-                channel.ack(upto.raw_message.delivery_tag, multiple=True)
-            for m in alone:
-                channel.ack(m.raw_message.delivery_tag)
-            assert len(deliveries.states) <= consumer._MAX_TRACKED
-            in_hand = arriving
-
-    batches(2, 100)  # 1000 deliveries behind the one that hangs
-    assert channel.multiple == []  # any multiple ack would settle delivery 1
-    assert channel.unsettled == {1}
-    assert set(channel.acks) == channel.done == set(range(2, 1002)) and set(channel.acks.values()) == {1}
-    assert deliveries.unacked == {} and deliveries.watermark == 0
-
-    if stuck == "retrying":  # its retry is published at last and acks it alone
-        channel.done.add(1)
-        channel.ack(1)
-        deliveries.mark(held, consumer._State.ACKED)
-    batches(1002, 100)
-    assert channel.multiple == []
-    assert channel.unsettled == ({1} if stuck == "unregistered" else set())
-    assert set(channel.acks) == channel.done and set(channel.acks.values()) == {1}
-
-
-async def test_a_retry_that_cannot_be_published_gives_the_message_back(services, pool, counters, monkeypatch):
-    """The broker refuses the retry's copy three times: each time the message is returned to the queue
-    (not left unacked on a channel that lives on), comes back, fails again; then the copies go through
-    and it is dead-lettered after its attempts, while the streams around it are projected."""
+async def test_a_copy_the_broker_refuses_gives_the_batch_back_and_nothing_is_lost(services, pool, counters,
+                                                                                   monkeypatch):
+    """The broker refuses the failed stream's copy three times: each time the batch is given back to the
+    queue (not left unacked on a channel that lives on) and comes again; then the copies go through, and
+    the stream is dead-lettered after its attempts while the streams around it are projected."""
     refused, publish = [], RabbitBroker.publish
 
     async def refusing_publish(broker, *args, **kwargs):
@@ -446,14 +379,6 @@ async def test_a_retry_that_cannot_be_published_gives_the_message_back(services,
     monkeypatch.setattr(RabbitBroker, "publish", refusing_publish)
 
     async with pipeline(services, counters, max_attempts=3) as consumer:
-        failures = []  # each failed delivery: redelivered, and the attempts of its copy
-        failed = consumer._failed
-
-        def recording(msg, exc):
-            failures.append((msg.raw_message.redelivered, (msg.headers or {}).get("x-attempts")))
-            failed(msg, exc)
-        monkeypatch.setattr(consumer, "_failed", recording)
-
         healthy = [(await stream_of(pool, 2))[0] for _ in range(10)]
         poisoned = f"count-{uuid.uuid4()}"
         async with pool.connection() as conn:
@@ -464,14 +389,10 @@ async def test_a_retry_that_cannot_be_published_gives_the_message_back(services,
             return all([await row(pool, s) == (2, 30, [1, 2]) for s in healthy])
         await eventually(healthy_projected, what="the healthy streams")
         await eventually(lambda: _async(consumer.counts["dead_lettered"] == 1), what="a dead letter")
-        assert refused == [1, 1, 1]
-        # three times given back and delivered again, then its copies: attempts 2 and 3, the last one dead-lettered
-        assert failures == [(False, None), (True, None), (True, None), (True, None), (False, 1), (False, 2)]
-        assert consumer.counts["failed"] == 6
+        assert refused == [1, 1, 1]  # given back three times: the copy of the first attempt, refused
+        assert consumer.counts["failed"] == 6  # 3 given back, then attempts 1, 2 and 3
         await eventually(lambda: _figures_are(services, counters.name, ready=0, unacked=0), timeout=30,
                          what="nothing left unacked")
-        [channel] = consumer._deliveries  # a nack of a settled tag, or a multiple ack over one, would close it
-        assert not channel.is_closed
 
     async with await aio_pika.connect(services.rabbitmq_url) as connection:
         dlq = await (await connection.channel()).declare_queue("projections.testcount.dlq", passive=True)
@@ -479,9 +400,7 @@ async def test_a_retry_that_cannot_be_published_gives_the_message_back(services,
         while (message := await dlq.get(fail=False)) is not None:
             await message.ack()
             dead.append(message)
-    [message] = [m for m in dead if m.headers["stream_id"] == poisoned]
-    assert message.headers["x-attempts"] == 3 and "bad data" in message.headers["x-error"]
-    assert await row(pool, poisoned) is None
+    assert [m.headers["stream_id"] for m in dead] == [poisoned] and dead[0].headers["x-attempts"] == 3
 
 
 POISON = [
@@ -520,9 +439,9 @@ async def test_undecodable_messages_are_dead_lettered_at_once_and_the_next_one_f
     assert sorted(len(m.body) for m in dead)[-1] == 1_048_576
 
 
-def test_projection_retries_back_off_doubling_up_to_a_minute():
-    consumer = SimpleNamespace(retry_seconds=1.0)
-    delays = [ProjectionConsumer.backoff(consumer, n) for n in range(1, 10)]
+def test_retries_back_off_doubling_up_to_a_minute():
+    policy = RetryPolicy(max_attempts=5, retry_seconds=1.0)
+    delays = [policy.backoff(n) for n in range(1, 10)]
     assert delays[:5] == [1.0, 2.0, 4.0, 8.0, 16.0]
     assert sum(delays[:4]) == 15.0  # five attempts span fifteen seconds, not one
     assert max(delays) == 60.0

@@ -5,13 +5,15 @@ import signal
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime
 
 import msgspec
 
 from events import store
 from events.base import Recorded
 from tests.support import Happened, Tap, eventually
-from workers.relay import CHECKPOINT, Relay
+from events.broker import partition_of
+from workers.relay import CHECKPOINT, Relay, pack
 
 
 async def append_events(pool, count: int, streams: int = 10) -> set[str]:
@@ -41,18 +43,36 @@ def relay_for(services, url: str | None = None) -> Relay:
 
 async def arrived(tap: Tap, streams: set[str], count: int):
     async def probe():
-        return len({m.message_id for m in tap.for_streams(streams)}) >= count
+        return len({t.event.id for t in tap.for_streams(streams)}) >= count
     await eventually(probe, what=f"{count} events on the broker")
 
 
-async def test_relay_publishes_every_event_with_its_properties(services, pool):
+async def test_events_read_together_travel_in_one_message_of_their_type(services, pool):
     async with Tap(services.rabbitmq_url) as tap, running(relay_for(services)):
         stream = f"relay-{uuid.uuid4()}"
         async with pool.connection() as conn:
             await store.append(conn, stream, 0, [Happened(n=1), Happened(n=2), Happened(n=3)])
             stored = await store.read_stream(conn, stream)
         await arrived(tap, {stream}, 3)
-    got = tap.for_streams({stream})
+    [message] = {id(t.message): t.message for t in tap.for_streams({stream})}.values()
+    assert message.routing_key == "test.happened" and message.type == "test.happened"
+    assert message.delivery_mode == 2 and message.content_type == "application/json"  # persistent
+    assert message.message_id == str(stored[0].id)
+    assert message.headers["x-events"] == 3 and message.headers["x-event-type"] == "test.happened"
+    assert message.headers["x-streams"] == 1 and message.headers["x-last-position"] == stored[-1].position
+    body = msgspec.json.decode(message.body, type=list[Recorded])
+    assert [(e.id, e.version, e.event()) for e in body] == [(e.id, e.version, e.event()) for e in stored]
+
+
+async def test_with_one_event_per_message_each_event_is_its_own_message_as_before(services, pool):
+    relay = Relay(services.database_url, services.rabbitmq_url, poll_seconds=0.2, max_events_per_message=1)
+    async with Tap(services.rabbitmq_url) as tap, running(relay):
+        stream = f"relay-{uuid.uuid4()}"
+        async with pool.connection() as conn:
+            await store.append(conn, stream, 0, [Happened(n=1), Happened(n=2), Happened(n=3)])
+            stored = await store.read_stream(conn, stream)
+        await arrived(tap, {stream}, 3)
+    got = [t.message for t in tap.for_streams({stream})]
     assert len(got) == 3
     for message, event in zip(got, stored, strict=True):
         assert message.routing_key == "test.happened" and message.type == "test.happened"
@@ -63,6 +83,7 @@ async def test_relay_publishes_every_event_with_its_properties(services, pool):
         assert message.headers["version"] == event.version
         assert message.headers["position"] == event.position
         assert message.headers["correlation_id"] == str(event.correlation_id)
+        assert "x-events" not in message.headers
         body = msgspec.json.decode(message.body, type=Recorded)
         assert body.event() == event.event() and body.version == event.version
 
@@ -107,13 +128,13 @@ async def test_a_killed_relay_resumes_from_its_checkpoint(services, pool):
             await eventually(some, what="the first published events")
             relay.send_signal(signal.SIGKILL)
             relay.wait(10)
-            before_restart = len({m.message_id for m in tap.for_streams(streams)})
+            before_restart = len({t.event.id for t in tap.for_streams(streams)})
             relay = start_relay(services, RELAY_BATCH_SIZE="20")
             await arrived(tap, streams, 3000)
         finally:
             relay.terminate()
             relay.wait(10)
-    ids = [m.message_id for m in tap.for_streams(streams)]
+    ids = [t.event.id for t in tap.for_streams(streams)]
     assert len(set(ids)) == 3000
     assert len(ids) - 3000 <= 20  # at most the one batch in flight at the kill is published twice
     assert before_restart < 3000 or len(ids) == 3000
@@ -149,7 +170,7 @@ async def test_two_relays_publish_each_event_once_and_the_standby_takes_over(ser
             for r in relays:
                 r.terminate()
                 r.wait(10)
-    ids = [m.message_id for m in tap.for_streams(first | second)]
+    ids = [t.event.id for t in tap.for_streams(first | second)]
     assert len(ids) == len(set(ids)) == 600
 
 
@@ -188,5 +209,41 @@ async def test_a_successful_command_wakes_the_idle_relay(services, pool):
         assert r.status_code == 201
 
         async def published():
-            return any(msgspec.json.decode(m.body)["data"].get("email") == email for m in tap.messages)
+            return any(msgspec.json.decode(t.event.data).get("email") == email for t in tap.events)
         await eventually(published, timeout=10, what="the registration on the broker well before the 60 s poll")
+
+
+def _recorded(stream: str, version: int, type_name: str, position: int) -> Recorded:
+    return Recorded(id=uuid.uuid4(), stream_id=stream, version=version, type=type_name, position=position,
+                    tx_id=position, recorded_at=datetime.now(UTC), correlation_id=uuid.uuid4())
+
+
+def test_packing_keeps_each_streams_events_in_order_and_one_type_per_message():
+    batch = [_recorded(s, v, t, i) for i, (s, v, t) in enumerate([
+        ("a", 1, "product.stock_reserved"), ("b", 1, "order.placed"), ("c", 1, "product.stock_reserved"),
+        ("a", 2, "product.stock_released"),  # a stream changes type: what was open goes out first
+        ("c", 2, "product.stock_reserved"), ("d", 1, "order.placed")])]
+    packets = pack(batch, max_events=100)
+    assert [(p.routing_key, [(e.stream_id, e.version) for e in p.events]) for p in packets] == [
+        ("product.stock_reserved", [("a", 1), ("c", 1)]), ("order.placed", [("b", 1)]),
+        ("product.stock_released", [("a", 2)]), ("product.stock_reserved", [("c", 2)]),
+        ("order.placed", [("d", 1)])]
+    order = {(e.stream_id, e.version): i for i, e in enumerate(e for p in packets for e in p.events)}
+    for stream in "abcd":
+        versions = sorted(v for s, v in order if s == stream)
+        assert [order[(stream, v)] for v in versions] == sorted(order[(stream, v)] for v in versions)
+
+
+def test_packing_caps_a_message_and_with_one_per_message_keeps_the_log_as_it_is():
+    batch = [_recorded(f"s{i}", 1, "order.placed", i) for i in range(7)]
+    assert [len(p.events) for p in pack(batch, max_events=3)] == [3, 3, 1]
+    singles = pack(batch, max_events=1)
+    assert [p.events[0].position for p in singles] == list(range(7))
+
+
+def test_with_partitions_a_streams_events_share_one_routing_key_with_its_partition():
+    batch = [_recorded(f"order-{i}", 1, "order.placed", i) for i in range(40)]
+    packets = pack(batch, partitions=2)
+    assert {p.routing_key for p in packets} == {"order.placed.p0", "order.placed.p1"}
+    for p in packets:
+        assert {partition_of(e.stream_id, 2) for e in p.events} == {int(p.routing_key[-1])}

@@ -23,6 +23,7 @@ from events.context import correlation_id
 from events.db import make_pool
 from workers import sources as source_config, topology
 from workers.consumer import declare_topology
+from workers.dead_letters import dead_letter
 from workers.runtime import pause
 from workers.scraper import Scraper, ScrapeRequest, decode_request
 
@@ -87,13 +88,11 @@ class ScraperWorker:
     async def _dead_letter(self, msg: RabbitMessage, reason: str) -> None:
         """A copy to `scraper.requests.dlq` with the reason, then the ack. If the copy cannot be published,
         the message is rejected: the queue dead-letters it itself (to the same DLQ, without the reason)."""
-        log.error("scrape request %s dead-lettered: %s", msg.message_id, reason)
         raw = msg.raw_message
         try:
-            await self.broker.publish(msg.body, exchange=topology.DLX, routing_key=topology.SCRAPER_QUEUE,
-                                      persist=True, headers={**(raw.headers or {}), "x-error": reason[:1000]},
-                                      content_type=raw.content_type, message_id=raw.message_id,
-                                      correlation_id=raw.correlation_id)
+            await dead_letter(self.broker, msg.body, topology.SCRAPER_QUEUE, reason, headers=raw.headers,
+                              content_type=raw.content_type, message_id=raw.message_id,
+                              correlation_id=raw.correlation_id)
         except Exception:
             log.exception("cannot publish scrape request %s to the DLQ; rejecting it", msg.message_id)
             await _settle(msg.reject)

@@ -8,11 +8,13 @@ do not exist yet (an unbound topic exchange drops messages). `redrive` is the wa
 import aio_pika
 from aio_pika.abc import AbstractChannel
 
-from events.broker import COMMANDS, DLX, EVENTS, SCRAPE_REQUESTED, SCRAPER_QUEUE, dlq, projection_queue
+from events.broker import (COMMANDS, DLX, EVENTS, SCRAPE_REQUESTED, SCRAPER_QUEUE, dlq, partition_bindings,
+                           partition_queues, projection_queue, retry_queue)
+from events.settings import settings
 from projections import registry
 
 __all__ = ["COMMANDS", "DLX", "EVENTS", "SCRAPER_QUEUE", "SCRAPE_REQUESTED", "declare", "dlq", "projection_queue",
-           "redrive", "subscriptions"]
+           "redrive", "retry_queue", "subscriptions"]
 
 
 def subscriptions() -> dict[str, tuple[str, ...]]:
@@ -41,15 +43,26 @@ async def _dead_lettered_queue(channel: AbstractChannel, name: str, dlx: aio_pik
     return queue
 
 
-async def declare(channel: AbstractChannel, projections: dict[str, tuple[str, ...]] | None = None) -> None:
-    """Declare exchanges, queues and bindings; idempotent."""
+async def _retry_queue(channel: AbstractChannel, queue: str) -> None:
+    """A queue without consumers where a failed message waits out its backoff: it is published with a
+    per-message TTL (`expiration`) and, once that expires, dead-lettered back to the end of `queue`."""
+    await channel.declare_queue(retry_queue(queue), durable=True, arguments={
+        "x-queue-type": "classic", "x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue})
+
+
+async def declare(channel: AbstractChannel, projections: dict[str, tuple[str, ...]] | None = None,
+                  partitions: int | None = None) -> None:
+    """Declare exchanges, queues and bindings; idempotent. `partitions`: PROJECTION_PARTITIONS."""
+    partitions = settings().projection_partitions if partitions is None else partitions
     events = await channel.declare_exchange(EVENTS, aio_pika.ExchangeType.TOPIC, durable=True)
     commands = await channel.declare_exchange(COMMANDS, aio_pika.ExchangeType.DIRECT, durable=True)
     dlx = await channel.declare_exchange(DLX, aio_pika.ExchangeType.DIRECT, durable=True)
     for name, keys in (subscriptions() if projections is None else projections).items():
-        queue = await _dead_lettered_queue(channel, projection_queue(name), dlx)
-        for key in keys:
-            await queue.bind(events, routing_key=key)
+        for k, queue_name in enumerate(partition_queues(name, partitions)):
+            queue = await _dead_lettered_queue(channel, queue_name, dlx)
+            await _retry_queue(channel, queue_name)
+            for key in partition_bindings(keys, k, partitions):
+                await queue.bind(events, routing_key=key)
     scraper = await _dead_lettered_queue(channel, SCRAPER_QUEUE, dlx)
     await scraper.bind(commands, routing_key=SCRAPE_REQUESTED)
 
