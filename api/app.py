@@ -16,6 +16,7 @@ from api.consistency import Projected
 from api.metrics import HttpMetrics, correlate, measure_requests, metrics
 from api.problems import HANDLERS
 from api.security import Tokens
+from api.sessions import Sessions
 from api.wakeup import RelayWaker, wake_relay_after_commands
 from events.db import make_pool
 from events.passwords import Passwords
@@ -45,12 +46,14 @@ def openapi() -> OpenAPIConfig:
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or env_settings()
     waker = RelayWaker()
+    projected = Projected(settings.database_url, on_wait=waker.poke)
     state = State({
         "settings": settings,
         "tokens": Tokens(settings),  # refuses a weak JWT secret outside dev mode, before anything starts
         "passwords": Passwords(settings),
         "waker": waker,
-        "projected": Projected(settings.database_url, on_wait=waker.poke),
+        "projected": projected,
+        "sessions": Sessions(projected),
         "catalog_projector": CatalogProjector(),
         "orders_projector": OrdersProjector(),
         "http_metrics": HttpMetrics(),

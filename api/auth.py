@@ -56,8 +56,7 @@ class BearerAuth(AbstractAuthenticationMiddleware):
             claims = state.tokens.decode(token.strip(), ACCESS)
         except InvalidToken as exc:
             raise NotAuthorizedException(f"invalid token: {exc}") from None
-        async with state.pool.connection() as conn:
-            user = await accounts.session_user(conn, claims["sub"], claims["fam"])
+        user = await state.sessions.user(state.pool, claims["sub"], claims["fam"])
         if user is None:
             raise NotAuthorizedException("the token's user is deactivated or its session was revoked")
         return AuthenticationResult(user=Caller(user, claims["fam"]), auth=claims)
@@ -164,6 +163,7 @@ async def refresh(data: JSONBody[RefreshIn], state: State) -> TokenPair:
       summary="Revoke this login's refresh tokens")
 async def logout(request: Request[Caller, dict, State], state: State) -> Response[None]:
     await sessions.revoke(state.pool, request.user.family)
+    state.sessions.forget(f"family {request.user.family}")  # this process at once; the others by notification
     return Response(None, status_code=204)
 
 

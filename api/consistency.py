@@ -15,11 +15,13 @@ built from the write side); only a list read right after it may not show it yet.
 
 import asyncio
 import logging
+import os
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
 from psycopg import AsyncConnection
+from psycopg.conninfo import conninfo_to_dict
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,8 @@ class Projected:
     def __init__(self, database_url: str, on_wait=lambda: None):
         self.database_url = database_url
         self.on_wait = on_wait  # wakes the relay: the wait follows a commit the relay has not seen
+        # Other channels this connection listens to, with what to do with their payloads (api/sessions.py).
+        self.channels: dict[str, Callable[[str], None]] = {}
         self._watches: dict[tuple[str, str], list[Watch]] = defaultdict(list)
         self._task: asyncio.Task | None = None
         self.epoch = 0  # bumped on every (re)connection of the LISTEN connection
@@ -61,12 +65,18 @@ class Projected:
     async def _listen(self) -> None:
         while True:
             try:
-                async with await AsyncConnection.connect(self.database_url, autocommit=True, **_KEEPALIVES) as conn:
-                    await conn.execute("LISTEN projected")
+                name = conninfo_to_dict(self.database_url).get("application_name") or f"orders-listener-{os.getpid()}"
+                async with await AsyncConnection.connect(self.database_url, autocommit=True, **_KEEPALIVES,
+                                                         application_name=name) as conn:
+                    for channel in ("projected", *self.channels):
+                        await conn.execute(f"LISTEN {channel}")
                     self._connected()
                     while True:
                         async for note in conn.notifies(timeout=HEARTBEAT_SECONDS):
-                            self._wake(note.payload)
+                            if note.channel == "projected":
+                                self._wake(note.payload)
+                            elif (deliver := self.channels.get(note.channel)) is not None:
+                                deliver(note.payload)
                         # Quiet for a while: make sure the connection still answers, so a half-open
                         # one (a network cut) is replaced instead of silently delivering nothing.
                         await asyncio.wait_for(conn.execute("SELECT 1"), HEARTBEAT_SECONDS)

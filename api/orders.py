@@ -190,9 +190,10 @@ async def list_orders(
     return OrderPage(items=[out(o) for o in found], next_cursor=next_cursor)
 
 
-async def _transition(request: Request, state: State, order_id: uuid.UUID, decide) -> OrderOut:
+async def _transition(request: Request, state: State, order_id: uuid.UUID, decide, moves_stock: bool) -> OrderOut:
     with watch_order(state, order_id) as watch:
-        order = await ordering.transition(state.pool, order_id, request.user.actor, decide, event_meta(request))
+        order = await ordering.transition(state.pool, order_id, request.user.actor, decide, event_meta(request),
+                                          moves_stock=moves_stock)
         await read_your_write(state, order, watch)
     return out(order)
 
@@ -203,21 +204,21 @@ async def pay(order_id: FromPath[uuid.UUID], request: Request, state: State,
               data: JSONBody[PayIn | None] = None) -> OrderOut:
     reference = (data.reference if data and data.reference else None) or f"test_{uuid.uuid4().hex}"
     actor = request.user.actor
-    return await _transition(request, state, order_id, lambda o: orders.pay(o, actor, reference))
+    return await _transition(request, state, order_id, lambda o: orders.pay(o, actor, reference), False)
 
 
 @post("/orders/{order_id:uuid}/ship", operation_id="shipOrder", tags=["orders"], status_code=200,
       summary="Ship a paid order (admin, or the seller of every line)")
 async def ship(order_id: FromPath[uuid.UUID], request: Request, state: State) -> OrderOut:
     actor = request.user.actor
-    return await _transition(request, state, order_id, lambda o: orders.ship(o, actor))
+    return await _transition(request, state, order_id, lambda o: orders.ship(o, actor), True)
 
 
 @post("/orders/{order_id:uuid}/deliver", operation_id="deliverOrder", tags=["orders"], status_code=200,
       summary="Mark a shipped order delivered (admin, or the seller of every line)")
 async def deliver(order_id: FromPath[uuid.UUID], request: Request, state: State) -> OrderOut:
     actor = request.user.actor
-    return await _transition(request, state, order_id, lambda o: orders.deliver(o, actor))
+    return await _transition(request, state, order_id, lambda o: orders.deliver(o, actor), False)
 
 
 @post("/orders/{order_id:uuid}/cancel", operation_id="cancelOrder", tags=["orders"], status_code=200,
@@ -226,7 +227,7 @@ async def cancel(order_id: FromPath[uuid.UUID], request: Request, state: State,
                  data: JSONBody[CancelIn | None] = None) -> OrderOut:
     actor = request.user.actor
     reason = data.reason if data else ""
-    return await _transition(request, state, order_id, lambda o: orders.cancel(o, actor, reason))
+    return await _transition(request, state, order_id, lambda o: orders.cancel(o, actor, reason), True)
 
 
 ROUTES = [place_order, get_order, list_orders, pay, ship, deliver, cancel]

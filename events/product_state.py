@@ -13,13 +13,19 @@ from events.products import Product
 
 _COLUMNS = rows.columns(Product)  # the Struct's `id` is the table's `product_id`
 _NAMES = ["product_id" if c == "id" else c for c in _COLUMNS]
-_SELECT = f"SELECT {', '.join(_NAMES)} FROM product_state WHERE product_id = ANY(%s)"
+SELECT = f"SELECT {', '.join(_NAMES)} FROM product_state"  # rows for `from_rows()`
 _SAVE_ONE = rows.upsert("product_state", _NAMES, "product_id", f"VALUES ({', '.join(['%s'] * len(_NAMES))})")
 _SAVE_MANY = rows.upsert("product_state", _NAMES, "product_id", rows.recordset("rows", _COLUMNS))
 
 
 async def lock(conn: AsyncConnection, product_ids: Iterable[uuid.UUID]) -> None:
-    """Serialise the commands on these products until the transaction ends, always in one order.
+    """Serialise the commands on these products until the transaction ends (see `lock_query`)."""
+    await lock_query(conn, "SELECT unnest(%s::uuid[])", ([*product_ids],))
+
+
+async def lock_query(conn: AsyncConnection, ids_query: str, params: tuple) -> None:
+    """Serialise the commands on the products `ids_query` selects, until the transaction ends, always
+    in one order.
 
     An advisory lock, not SELECT ... FOR UPDATE: locking a row takes a transaction id at once, and a
     transaction that took its id before the one it queued behind would append the product's next
@@ -27,14 +33,18 @@ async def lock(conn: AsyncConnection, product_ids: Iterable[uuid.UUID]) -> None:
     the first write, after the lock, so it is always above that of the previous holder.
     """
     await conn.execute(
-        "SELECT pg_advisory_xact_lock(k) FROM (SELECT hashtextextended('product:' || id, 0) AS k"
-        " FROM unnest(%s::text[]) AS t(id) ORDER BY 1) AS keys",
-        ([str(i) for i in product_ids],))
+        "SELECT pg_advisory_xact_lock(k) FROM (SELECT hashtextextended('product:' || id::text, 0) AS k"
+        f" FROM ({ids_query}) AS t(id) ORDER BY 1) AS keys", params)
+
+
+def from_rows(fetched: Iterable[tuple]) -> dict[uuid.UUID, Product]:
+    """Products from rows of `SELECT`."""
+    return {r[0]: Product(**dict(zip(_COLUMNS, r, strict=True))) for r in fetched}
 
 
 async def load_many(conn: AsyncConnection, product_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Product]:
-    cur = await conn.execute(_SELECT, (list(product_ids),))
-    return {r[0]: Product(**dict(zip(_COLUMNS, r, strict=True))) for r in await cur.fetchall()}
+    cur = await conn.execute(f"{SELECT} WHERE product_id = ANY(%s)", (list(product_ids),))
+    return from_rows(await cur.fetchall())
 
 
 async def load(conn: AsyncConnection, product_id: uuid.UUID) -> Product | None:

@@ -4,12 +4,14 @@ Functions take a connection so that an append can share its transaction with the
 (stock, unique emails) that protect invariants spanning streams.
 """
 
-from collections import Counter
-from collections.abc import Sequence
+import re
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
 
 import msgspec
 import psycopg
 from psycopg import AsyncConnection
+from psycopg.pq import TransactionStatus
 
 from events.base import Event, Meta, Recorded
 
@@ -22,54 +24,41 @@ class WrongExpectedVersion(Exception):
         super().__init__(f"stream {stream_id}: expected version {expected}, found {actual}")
 
 
-# One round trip. The head must be at the expected version, and its transaction id must not be
-# above ours: a transaction that took its id early and appends after a later one committed would
-# otherwise sort before the event it follows. That is rare (it needs a long transaction) and is
-# reported as a conflict, so the caller retries with a fresh transaction.
+# One round trip, for one stream or several (an order and the products it reserves). Each stream's
+# head must be at its expected version, and the head's transaction id must not be above ours: a
+# transaction that took its id early and appends after a later one committed would otherwise sort
+# before the event it follows. That is rare (it needs a long transaction) and is reported as a
+# conflict, so the caller retries with a fresh transaction. A refused stream fails the statement
+# (events_refuse_stale), so nothing of the batch is written and the transaction cannot commit.
 _APPEND = """
-WITH head AS (
-    SELECT h.version, h.tx_id
-    FROM (SELECT 1) AS one
-    LEFT JOIN LATERAL (
-        SELECT version, tx_id FROM events WHERE stream_id = %(stream)s ORDER BY version DESC LIMIT 1
-    ) AS h ON true
-)
-INSERT INTO events (event_id, stream_id, version, type, data,
-                    correlation_id, causation_id, actor, schema_version)
-SELECT gen_random_uuid(), %(stream)s, %(expected)s + e.n, e.doc->>'type', e.doc->'data',
-       %(correlation)s, %(causation)s, %(actor)s, 1
-FROM head, jsonb_array_elements(%(events)s::jsonb) WITH ORDINALITY AS e(doc, n)
-WHERE coalesce(head.version, 0) = %(expected)s
-  AND (head.tx_id IS NULL OR head.tx_id <= pg_current_xact_id()::text::bigint)
-ORDER BY e.n
-RETURNING position
-"""
-
-# The same for several streams at once (e.g. an order and the products it reserves): the guards
-# hold for each stream, and one statement writes all or none. Kept apart from _APPEND, which is
-# the hot path of single-stream commands and plans cheaper without the JSON recordset.
-_APPEND_MANY = """
 WITH batch AS (
     SELECT b.stream, b.expected, b.ord, e.doc, e.n
     FROM jsonb_to_recordset(%(batch)s::jsonb) AS b(ord int, stream text, expected int, events jsonb)
     CROSS JOIN LATERAL jsonb_array_elements(b.events) WITH ORDINALITY AS e(doc, n)
-), heads AS (
-    SELECT s.stream, h.version, h.tx_id
-    FROM (SELECT DISTINCT stream FROM batch) AS s
+), checked AS (
+    SELECT s.stream, s.expected, coalesce(h.version, 0) AS head,
+           coalesce(h.version, 0) = s.expected
+           AND (h.tx_id IS NULL OR h.tx_id <= pg_current_xact_id()::text::bigint) AS ok
+    FROM (SELECT DISTINCT stream, expected FROM batch) AS s
     LEFT JOIN LATERAL (
         SELECT version, tx_id FROM events WHERE stream_id = s.stream ORDER BY version DESC LIMIT 1
     ) AS h ON true
+), inserted AS (
+    INSERT INTO events (event_id, stream_id, version, type, data,
+                        correlation_id, causation_id, actor, schema_version)
+    SELECT gen_random_uuid(), b.stream, b.expected + b.n, b.doc->>'type', b.doc->'data',
+           %(correlation)s, %(causation)s, %(actor)s, 1
+    FROM batch AS b JOIN checked AS c USING (stream)
+    WHERE c.ok
+    ORDER BY b.ord, b.n
+    RETURNING 1
 )
-INSERT INTO events (event_id, stream_id, version, type, data,
-                    correlation_id, causation_id, actor, schema_version)
-SELECT gen_random_uuid(), b.stream, b.expected + b.n, b.doc->>'type', b.doc->'data',
-       %(correlation)s, %(causation)s, %(actor)s, 1
-FROM batch AS b JOIN heads AS h USING (stream)
-WHERE coalesce(h.version, 0) = b.expected
-  AND (h.tx_id IS NULL OR h.tx_id <= pg_current_xact_id()::text::bigint)
-ORDER BY b.ord, b.n
-RETURNING stream_id
+SELECT events_refuse_stale((SELECT string_agg(stream || ' ' || expected || ' ' || head, E'\\n')
+                            FROM checked WHERE NOT ok)),
+       (SELECT count(*) FROM inserted)
 """
+
+STALE = "OR409"  # the SQLSTATE of events_refuse_stale
 
 
 class _Doc(msgspec.Struct, array_like=False):
@@ -84,6 +73,26 @@ class _Append(msgspec.Struct):
     events: list[_Doc]
 
 
+def append_params(appends: Sequence[tuple[str, int, Sequence[Event]]], meta: Meta | None = None) -> dict:
+    """The parameters of `_APPEND` (one JSON text parameter for all the events: cheap to send)."""
+    meta = meta or Meta()
+    return {"correlation": meta.correlation_id, "causation": meta.causation_id, "actor": meta.actor,
+            "batch": _encode([_Append(i, s, v, [_Doc(e.type, e) for e in events])
+                              for i, (s, v, events) in enumerate(appends)]).decode()}
+
+
+def conflict(exc: BaseException) -> WrongExpectedVersion | None:
+    """The WrongExpectedVersion an error of `_APPEND` means, if it means one."""
+    if isinstance(exc, psycopg.errors.UniqueViolation) and exc.diag.constraint_name == "events_stream_id_version_key":
+        # A concurrent append took the version first: "Key (stream_id, version)=(order-..., 2) already exists."
+        found = re.search(r"=\((.*), (\d+)\)", exc.diag.message_detail or "")
+        return WrongExpectedVersion(found[1] if found else "?", int(found[2]) - 1 if found else -1, None)
+    if isinstance(exc, psycopg.Error) and exc.sqlstate == STALE:
+        stream, expected, head = (exc.diag.message_detail or "? -1 0").splitlines()[0].rsplit(" ", 2)
+        return WrongExpectedVersion(stream, int(expected), int(head))
+    return None
+
+
 async def append(
     conn: AsyncConnection,
     stream_id: str,
@@ -96,55 +105,25 @@ async def append(
     Raises WrongExpectedVersion when the stream has moved on; nothing of the batch is written
     (run it inside a transaction and let the exception roll it back).
     """
-    if not events:
-        return expected_version
-    meta = meta or Meta()
-    params = {
-        "stream": stream_id,
-        "expected": expected_version,
-        "correlation": meta.correlation_id,
-        "causation": meta.causation_id,
-        "actor": meta.actor,
-        # One JSON text parameter: far cheaper to send than three typed arrays.
-        "events": _encode([_Doc(e.type, e) for e in events]).decode(),
-    }
-    try:
-        # Counting the returned rows, not rowcount: in pipeline mode that is only known after a sync.
-        written = len(await (await conn.execute(_APPEND, params)).fetchall())
-    except psycopg.errors.UniqueViolation:
-        # A concurrent append took the same version first.
-        raise WrongExpectedVersion(stream_id, expected_version, None) from None
-    if written != len(events):
-        raise WrongExpectedVersion(stream_id, expected_version, await stream_version(conn, stream_id))
+    if events:
+        await append_many(conn, [(stream_id, expected_version, events)], meta)
     return expected_version + len(events)
 
 
 async def append_many(conn: AsyncConnection, appends: Sequence[tuple[str, int, Sequence[Event]]],
                       meta: Meta | None = None) -> None:
     """`append` to several streams in one statement: (stream, expected version, events) each, each
-    stream at most once; the events get positions in the order given. As with `append`, run it in a
-    transaction: a refused stream raises WrongExpectedVersion, which rolls the others back."""
+    stream at most once; the events get positions in the order given. Run it in a transaction: a
+    refused stream raises WrongExpectedVersion, which rolls the others back."""
     appends = [(stream, expected, events) for stream, expected, events in appends if events]
-    if len(appends) <= 1:
-        for stream, expected, events in appends:
-            await append(conn, stream, expected, events, meta)
+    if not appends:
         return
-    meta = meta or Meta()
-    params = {
-        "correlation": meta.correlation_id,
-        "causation": meta.causation_id,
-        "actor": meta.actor,
-        "batch": _encode([_Append(i, s, v, [_Doc(e.type, e) for e in events])
-                          for i, (s, v, events) in enumerate(appends)]).decode(),
-    }
     try:
-        written = Counter(stream for (stream,) in await (await conn.execute(_APPEND_MANY, params)).fetchall())
-    except psycopg.errors.UniqueViolation:
-        # A concurrent append took one of the versions first.
-        raise WrongExpectedVersion(", ".join(a[0] for a in appends), -1, None) from None
-    for stream, expected, events in appends:
-        if written[stream] != len(events):  # the guard refused this stream (the others are rolled back)
-            raise WrongExpectedVersion(stream, expected, await stream_version(conn, stream))
+        await conn.execute(_APPEND, append_params(appends, meta))
+    except psycopg.Error as exc:
+        if (refused := conflict(exc)) is not None:
+            raise refused from None
+        raise
 
 
 async def stream_version(conn: AsyncConnection, stream_id: str) -> int:
@@ -152,11 +131,12 @@ async def stream_version(conn: AsyncConnection, stream_id: str) -> int:
     return (await cur.fetchone())[0]
 
 
-_COLUMNS = """event_id, stream_id, version, type, position, tx_id, recorded_at,
+COLUMNS = """event_id, stream_id, version, type, position, tx_id, recorded_at,
               correlation_id, causation_id, actor, schema_version, data::text"""
 
 
-def _recorded(row: tuple) -> Recorded:
+def recorded(row: tuple) -> Recorded:
+    """A Recorded from a row of `SELECT {COLUMNS}`."""
     return Recorded(
         id=row[0], stream_id=row[1], version=row[2], type=row[3], position=row[4], tx_id=row[5],
         recorded_at=row[6], correlation_id=row[7], causation_id=row[8], actor=row[9],
@@ -168,11 +148,11 @@ async def read_stream(
     conn: AsyncConnection, stream_id: str, from_version: int = 1, to_version: int | None = None
 ) -> list[Recorded]:
     cur = await conn.execute(
-        f"SELECT {_COLUMNS} FROM events WHERE stream_id = %s AND version >= %s AND version <= %s"
+        f"SELECT {COLUMNS} FROM events WHERE stream_id = %s AND version >= %s AND version <= %s"
         " ORDER BY version",
         (stream_id, from_version, to_version if to_version is not None else 2**31 - 1),
     )
-    return [_recorded(r) for r in await cur.fetchall()]
+    return [recorded(r) for r in await cur.fetchall()]
 
 
 async def visible_bound(conn: AsyncConnection) -> int:
@@ -188,7 +168,7 @@ async def visible_bound(conn: AsyncConnection) -> int:
     xmin, xmax, xip = (await cur.fetchone())[0].split(":")
     if not xip:
         return int(xmax)
-    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+    if conn.info.transaction_status != TransactionStatus.IDLE:
         await conn.execute("SELECT pg_stat_clear_snapshot()")  # no cached activity from earlier in it
     cur = await conn.execute(
         "SELECT backend_xid::text::bigint FROM pg_stat_activity"
@@ -208,11 +188,11 @@ async def read_all(conn: AsyncConnection, after: tuple[int, int] = (0, 0), limit
     """
     bound = await visible_bound(conn)
     cur = await conn.execute(
-        f"SELECT {_COLUMNS} FROM events WHERE (tx_id, position) > (%s, %s) AND tx_id < %s"
+        f"SELECT {COLUMNS} FROM events WHERE (tx_id, position) > (%s, %s) AND tx_id < %s"
         " ORDER BY tx_id, position LIMIT %s",
         (after[0], after[1], bound, limit),
     )
-    return [_recorded(r) for r in await cur.fetchall()]
+    return [recorded(r) for r in await cur.fetchall()]
 
 
 async def head(conn: AsyncConnection) -> tuple[int, int]:
@@ -248,3 +228,23 @@ async def wake_relay(conn: AsyncConnection) -> None:
     """Tell the relay that events were committed. Call it after the commit, outside the transaction:
     a NOTIFY inside it would serialise every commit on the notification queue's lock."""
     await conn.execute(f"NOTIFY {RELAY_CHANNEL}")
+
+
+@asynccontextmanager
+async def pipelined(conn: AsyncConnection) -> AsyncIterator[psycopg.AsyncPipeline]:
+    """One transaction in pipeline mode: BEGIN, the block's statements, COMMIT, sent in as many round
+    trips as the block has syncs plus one (results of earlier statements are read after
+    `await pipeline.sync()`). An append refused on its expected version raises WrongExpectedVersion
+    and commits nothing: the refusal fails its statement, so the queued COMMIT cannot commit."""
+    try:
+        async with conn.pipeline() as pipeline:
+            await conn.execute("BEGIN")
+            yield pipeline
+            await conn.execute("COMMIT")
+    except BaseException as exc:
+        if conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+            with suppress(psycopg.Error):  # a broken connection: the server ended the transaction
+                await conn.execute("ROLLBACK")
+        if isinstance(exc, psycopg.Error) and (refused := conflict(exc)) is not None:
+            raise refused from None
+        raise

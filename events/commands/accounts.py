@@ -14,6 +14,15 @@ from events.passwords import Passwords
 from events.users import Role, User
 
 
+# Changes to who may call: a notification in the changing transaction, delivered at its commit to the
+# API processes that remember callers (api/sessions.py). Payload lines: "user <id>" or "family <id>".
+SESSIONS_CHANNEL = "sessions"
+
+
+async def notify_sessions(conn: AsyncConnection, line: str) -> None:
+    await conn.execute("SELECT pg_notify(%s, %s)", (SESSIONS_CHANNEL, line))
+
+
 def normalise_email(email: str) -> str:
     return email.strip().lower()
 
@@ -62,6 +71,8 @@ async def _change(pool: AsyncConnectionPool, user_id: uuid.UUID, decide, meta: M
         if any(isinstance(e, users.UserDeactivated) for e in events):
             await conn.execute("UPDATE token_families SET revoked_at = now()"
                                " WHERE user_id = %s AND revoked_at IS NULL", (user_id,))
+        if events:
+            await notify_sessions(conn, f"user {user_id}")
     return advance(users.evolve, user, events, datetime.now(UTC))
 
 

@@ -34,14 +34,14 @@ async def _held_order(conn: AsyncConnection, buyer_id: uuid.UUID, key: str, dige
     return held_order
 
 
-async def _take_cart(conn: AsyncConnection, buyer_id: uuid.UUID) -> list[tuple[uuid.UUID, int]]:
-    """Empty the buyer's cart and return what it held: the lines ordered are exactly the lines removed,
-    so a line added meanwhile stays in the cart."""
-    cur = await conn.execute("DELETE FROM cart_items WHERE buyer_id = %s RETURNING product_id, quantity", (buyer_id,))
-    items = await cur.fetchall()
-    if not items:
-        raise Invalid("cart", "the cart is empty")
-    return items
+_TAKE_CART = "DELETE FROM cart_items WHERE buyer_id = %s RETURNING product_id, quantity"
+
+
+class _Replay(Exception):
+    """The Idempotency-Key names an order placed before: roll back what this request did so far."""
+
+    def __init__(self, order_id: uuid.UUID):
+        self.order_id = order_id
 
 
 async def place(pool: AsyncConnectionPool, buyer_id: uuid.UUID, items: list[tuple[uuid.UUID, int]] | None,
@@ -49,45 +49,86 @@ async def place(pool: AsyncConnectionPool, buyer_id: uuid.UUID, items: list[tupl
                 order_id: uuid.UUID | None = None) -> tuple[Order, bool]:
     """Place an order of `items`, or of the buyer's cart when `items` is None. Returns the order and
     whether it was created now (False: an idempotent replay, whose order has another id than
-    `order_id`, the id a new order gets: the caller may pick it to watch its stream)."""
+    `order_id`, the id a new order gets: the caller may pick it to watch its stream).
+
+    Two round trips for an order of items: the key, the locks and the product rows in one; the
+    events, the products' rows and the COMMIT in the other. A checkout takes its cart in one more:
+    the lines ordered are exactly the lines it removes, so a line added meanwhile stays in the cart."""
     order_id = uuid.uuid4() if order_id is None else order_id
     now = datetime.now(UTC)
-    async with pool.connection() as conn, conn.transaction():
-        # The key first: a retry waits here until the first request commits, then finds its order
-        # (and, for a checkout, leaves the cart alone).
-        if idempotency and not await (await conn.execute(_CLAIM, (buyer_id, *idempotency, order_id))).fetchone():
-            return await load(conn, await _held_order(conn, buyer_id, *idempotency)), False
-        wanted = orders.merge(items if items is not None else await _take_cart(conn, buyer_id))
-        await product_state.lock(conn, wanted)  # locks first, reads after (see product_state.lock)
-        found = await product_state.load_many(conn, wanted)
-        placed, reservations = orders.place(order_id, buyer_id, wanted, found, address, now)
-        await _append(conn, [(found[pid], events) for pid, events in reservations.items()],
-                      (orders.stream(order_id), 0, [placed]), meta, now)
+    async with pool.connection() as conn:
+        try:
+            async with store.pipelined(conn):
+                # The key first: a retry waits here until the first request commits, then finds its
+                # order (and, for a checkout, leaves the cart alone: this transaction rolls back).
+                claim = await conn.execute(_CLAIM, (buyer_id, *idempotency, order_id)) if idempotency else None
+                if items is None:
+                    taken = await (await conn.execute(_TAKE_CART, (buyer_id,))).fetchall()
+                    claim = await _check_claim(conn, claim, buyer_id, idempotency)
+                    if not taken:
+                        raise Invalid("cart", "the cart is empty")
+                    items = taken
+                wanted = orders.merge(items)
+                await product_state.lock(conn, wanted)  # locks first, reads after (see product_state.lock)
+                found = await product_state.load_many(conn, wanted)
+                await _check_claim(conn, claim, buyer_id, idempotency)
+                placed, reservations = orders.place(order_id, buyer_id, wanted, found, address, now)
+                await _append(conn, [(found[pid], events) for pid, events in reservations.items()],
+                              (orders.stream(order_id), 0, [placed]), meta, now)
+        except _Replay as replay:
+            async with conn.transaction():
+                return await load(conn, replay.order_id), False
     return advance(orders.evolve, None, [placed], now), True
+
+
+async def _check_claim(conn: AsyncConnection, claim, buyer_id: uuid.UUID, idempotency) -> None:
+    """Raise _Replay when the Idempotency-Key was claimed by an earlier request; None: checked."""
+    if claim is not None and await claim.fetchone() is None:
+        raise _Replay(await _held_order(conn, buyer_id, *idempotency))
 
 
 async def _append(conn: AsyncConnection, moves: list[tuple[Product, list[Event]]],
                   order_append: tuple[str, int, list[Event]], meta: Meta, now: datetime) -> None:
-    """Stock moves on the products and the order's events in one append, then the products'
-    write-side rows."""
-    await store.append_many(conn, [*((products.stream(p.id), p.version, events) for p, events in moves), order_append],
-                            meta)
+    """The stock moves on the products and the order's events as one append, then the products'
+    write-side rows (queued: a pipelined transaction sends them with its COMMIT)."""
+    await store.append_many(conn, [*((products.stream(p.id), p.version, events) for p, events in moves),
+                                   order_append], meta)
     await product_state.save(conn, *(advance(products.evolve, p, events, now) for p, events in moves))
 
 
-async def transition(pool: AsyncConnectionPool, order_id: uuid.UUID, actor: Actor, decide, meta: Meta) -> Order:
-    """Run a lifecycle decision, with the stock moves it makes (see `orders.stock_moves`)."""
+# The product rows of an order's lines, locked in id order, from its `order.placed` event: a command
+# that may move stock takes them in its first round trip, before it has decided anything.
+_ORDER_PRODUCTS = ("SELECT DISTINCT (line->>'product_id')::uuid FROM events e,"
+                   " jsonb_array_elements(e.data->'lines') AS line WHERE e.stream_id = %s AND e.type = 'order.placed'")
+
+
+async def transition(pool: AsyncConnectionPool, order_id: uuid.UUID, actor: Actor, decide, meta: Meta, *,
+                     moves_stock: bool = True) -> Order:
+    """Run a lifecycle decision, with the stock moves it makes (see `orders.stock_moves`), in two round
+    trips: the order's events (and, when the command `moves_stock`, its products, locked) in one, the
+    new events, the products' rows and the COMMIT in the other."""
     now = datetime.now(UTC)
-    async with pool.connection() as conn, conn.transaction():
-        order = await load(conn, order_id)
+    stream = orders.stream(order_id)
+    async with pool.connection() as conn, store.pipelined(conn):
+        history = await conn.execute(_READ_STREAM, (stream,))
+        if moves_stock:
+            await product_state.lock_query(conn, _ORDER_PRODUCTS, (stream,))
+            rows = await conn.execute(f"{product_state.SELECT} WHERE product_id IN ({_ORDER_PRODUCTS})", (stream,))
+        order = replay(orders.evolve, map(store.recorded, await history.fetchall()))
         if not orders.visible(order, actor):
             raise NotFound("no such order")  # existence does not leak to whoever may not see it
         events = decide(order)
         moves = []
         if (stock := orders.stock_moves(order, events)) is not None:
             move, quantities = stock
-            await product_state.lock(conn, quantities)
-            found = await product_state.load_many(conn, quantities)
+            if moves_stock:
+                found = product_state.from_rows(await rows.fetchall())
+            else:  # not taken in advance: lock and read them now, one round trip more
+                await product_state.lock(conn, quantities)
+                found = await product_state.load_many(conn, quantities)
             moves = [(found[pid], move(found[pid], order_id, q)) for pid, q in quantities.items()]
-        await _append(conn, moves, (orders.stream(order_id), order.version, events), meta, now)
+        await _append(conn, moves, (stream, order.version, events), meta, now)
     return advance(orders.evolve, order, events, now)
+
+
+_READ_STREAM = f"SELECT {store.COLUMNS} FROM events WHERE stream_id = %s ORDER BY version"

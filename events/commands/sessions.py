@@ -8,7 +8,7 @@ import msgspec
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from events.commands.accounts import load_user, normalise_email
+from events.commands.accounts import load_user, normalise_email, notify_sessions
 from events.errors import Unauthorized
 from events.passwords import Passwords
 from events.users import User
@@ -73,6 +73,7 @@ async def rotate(pool: AsyncConnectionPool, jti: uuid.UUID, family: uuid.UUID, u
             if row[0]:
                 reused = True
                 await conn.execute("UPDATE token_families SET revoked_at = now() WHERE family = %s", (family,))
+                await notify_sessions(conn, f"family {family}")
             else:
                 await conn.execute("UPDATE refresh_tokens SET spent_at = now() WHERE jti = %s", (jti,))
                 user = await load_user(conn, user_id)
@@ -85,6 +86,7 @@ async def rotate(pool: AsyncConnectionPool, jti: uuid.UUID, family: uuid.UUID, u
 
 
 async def revoke(pool: AsyncConnectionPool, family: uuid.UUID) -> None:
-    async with pool.connection() as conn:
+    async with pool.connection() as conn, conn.transaction():
         await conn.execute("UPDATE token_families SET revoked_at = now() WHERE family = %s AND revoked_at IS NULL",
                            (family,))
+        await notify_sessions(conn, f"family {family}")
