@@ -5,6 +5,7 @@ import msgspec
 from psycopg import AsyncConnection
 
 from events import broker, store
+from events.settings import settings
 from events.topics import matches_any
 from projections import registry
 
@@ -36,8 +37,11 @@ async def database_status(conn: AsyncConnection) -> list[ProjectionStatus]:
     return result
 
 
-async def with_queues(statuses: list[ProjectionStatus], rabbitmq_url: str) -> list[ProjectionStatus]:
-    """Adds message counts of each projection's queue and DLQ (left empty if RabbitMQ is unreachable)."""
+async def with_queues(statuses: list[ProjectionStatus], rabbitmq_url: str,
+                      partitions: int | None = None) -> list[ProjectionStatus]:
+    """Adds message counts of each projection's queues (all its partitions) and dead-letter queues,
+    left empty if RabbitMQ is unreachable or a queue is not declared yet."""
+    partitions = settings().projection_partitions if partitions is None else partitions
     try:
         connection = await aio_pika.connect(rabbitmq_url, timeout=5)
     except Exception:
@@ -46,12 +50,20 @@ async def with_queues(statuses: list[ProjectionStatus], rabbitmq_url: str) -> li
         for s in statuses:
             if s.name == "relay":
                 continue
-            queue = broker.projection_queue(s.name)
-            for attr, name in (("queued", queue), ("dead_lettered", broker.dlq(queue))):
-                channel = await connection.channel()
-                try:
-                    declared = await channel.declare_queue(name, passive=True)
-                    setattr(s, attr, declared.declaration_result.message_count)
-                except aio_pika.exceptions.ChannelClosed:
-                    pass  # not declared yet
+            queues = broker.partition_queues(s.name, partitions)
+            for attr, names in (("queued", queues), ("dead_lettered", [broker.dlq(q) for q in queues])):
+                counts = [await _message_count(connection, name) for name in names]
+                if None not in counts:
+                    setattr(s, attr, sum(counts))
     return statuses
+
+
+async def _message_count(connection: aio_pika.abc.AbstractConnection, queue: str) -> int | None:
+    channel = await connection.channel()
+    try:
+        declared = await channel.declare_queue(queue, passive=True)
+    except aio_pika.exceptions.ChannelClosed:
+        return None  # not declared yet
+    count = declared.declaration_result.message_count
+    await channel.close()
+    return count

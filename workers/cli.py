@@ -65,7 +65,8 @@ def _worker(args: argparse.Namespace) -> None:
     if args.name not in projectors:
         sys.exit(f"unknown worker {args.name!r}; known: {', '.join(sorted(projectors))}, scraper, expiry, fulfilment")
     consumer = ProjectionConsumer(projectors[args.name], s.database_url, s.rabbitmq_url,
-                                  max_attempts=s.projection_max_attempts, retry_seconds=s.projection_retry_seconds)
+                                  max_attempts=s.projection_max_attempts, retry_seconds=s.projection_retry_seconds,
+                                  partitions=s.projection_partitions)
     run_until_signal(consumer.run)
 
 

@@ -30,12 +30,14 @@ from faststream.rabbit import Channel, RabbitBroker, RabbitMessage, RabbitQueue
 from faststream.rabbit.schemas import QueueType
 
 from events.base import Recorded, unpack
+from events.broker import partition_queues
 from events.context import correlation_id
 from events.db import make_pool
 from projections import Outcome, Projector
 from projections.base import project_batch
 from workers import topology
 from workers.dead_letters import RetryPolicy, dead_letter, retry_later
+from workers.partitions import PartitionLease
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +48,10 @@ _encode = msgspec.json.encode
 class ProjectionConsumer:
     def __init__(self, projector: Projector, database_url: str, rabbitmq_url: str, *,
                  max_attempts: int = 5, retry_seconds: float = 1.0, prefetch: int = 64, batch_events: int = 2000,
-                 queues: list[str] | None = None):
+                 partitions: int = 1):
         self.projector = projector
-        self.queues = queues or [topology.projection_queue(projector.name)]
-        self.rabbitmq_url = rabbitmq_url
+        self.queues = partition_queues(projector.name, partitions)
+        self.rabbitmq_url, self.partitions, self.prefetch = rabbitmq_url, partitions, prefetch
         self.policy = RetryPolicy(max_attempts, retry_seconds)
         self.batch_events = batch_events
         self.counts: Counter[str] = Counter()  # outcomes, failures, dead letters, and the acks sent
@@ -59,28 +61,60 @@ class ProjectionConsumer:
         # the JSON body that msgspec decodes anyway.
         self.broker = RabbitBroker(_named(rabbitmq_url, f"orders-projection-{projector.name}-{os.getpid()}"),
                                    graceful_timeout=10, logger=log, log_level=logging.DEBUG, apply_types=False)
-        self.subscribers = {queue: self.broker.subscriber(
-            RabbitQueue(queue, queue_type=QueueType.QUORUM, declare=False), ack_policy=AckPolicy.MANUAL,
-            decoder=_body, channel=Channel(prefetch_count=prefetch), title=queue,
-            description=f"Applies events to the {projector.name} read tables.")(self._handler(queue))
-            for queue in self.queues}
+        # One queue: subscribed from the start (several workers are hot standbys by single-active-consumer).
+        # Partitions: subscribed to as the lease hands them over (workers/partitions.py).
+        self.subscribers = {0: self._subscriber(0)} if partitions <= 1 else {}
+        self.lease = PartitionLease(database_url, projector.name, partitions, self._take, self._give) \
+            if partitions > 1 else None
+        self._leasing: asyncio.Task | None = None
+        self._stop_leasing = asyncio.Event()
         self._closing = False
         self._pending: list[RabbitMessage] = []
         self._queue_of: dict[int, str] = {}  # a pending delivery -> the queue it came from
         self._flusher: asyncio.Task | None = None
 
+    def _subscriber(self, partition: int):
+        queue = self.queues[partition]
+        subscriber = self.broker.subscriber(
+            RabbitQueue(queue, queue_type=QueueType.QUORUM, declare=False), ack_policy=AckPolicy.MANUAL,
+            decoder=_body, channel=Channel(prefetch_count=self.prefetch), title=queue,
+            description=f"Applies events to the {self.projector.name} read tables.")
+        subscriber(self._handler(queue))
+        return subscriber
+
     async def start(self) -> None:
         await self.pool.open()
-        await declare_topology(self.rabbitmq_url, self.projector)
+        await declare_topology(self.rabbitmq_url, self.projector, self.partitions)
         await self.broker.start()
+        if self.lease is not None:
+            self._leasing = asyncio.create_task(self.lease.run(self._stop_leasing))
         log.info("projection %s consuming %s", self.projector.name, ", ".join(self.queues))
 
     async def stop(self) -> None:
         self._closing = True
+        if self._leasing is not None:
+            self._stop_leasing.set()
+            await self._leasing  # stops consuming every partition it held
         if self._flusher is not None:
             await asyncio.wait([self._flusher])  # the batch in hand commits (or rolls back); the rest comes again
         await self.broker.stop()
         await self.pool.close()
+
+    async def _take(self, partition: int) -> None:
+        if partition not in self.subscribers:
+            self.subscribers[partition] = self._subscriber(partition)
+        await self.subscribers[partition].start()
+
+    async def _give(self, partition: int) -> None:
+        """Stop consuming a partition, and hand back its deliveries not yet in a batch: the worker that
+        takes it over gets them again (the batch in hand commits and acks as usual)."""
+        await self.subscribers[partition].stop()
+        queue = self.queues[partition]
+        mine = [m for m in self._pending if self._queue_of.get(id(m)) == queue]
+        self._pending = [m for m in self._pending if self._queue_of.get(id(m)) != queue]
+        for msg in mine:
+            self._queue_of.pop(id(msg), None)
+        await _each(mine, lambda m: m.nack(requeue=True))
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.start()
@@ -254,10 +288,10 @@ async def _body(msg: RabbitMessage) -> bytes:
     return msg.body
 
 
-async def declare_topology(rabbitmq_url: str, projector: Projector | None = None) -> None:
+async def declare_topology(rabbitmq_url: str, projector: Projector | None = None, partitions: int | None = None) -> None:
     """Declare the whole topology, and the queue of `projector` if it is not one of the registered ones."""
     projections = topology.subscriptions()
     if projector is not None:
         projections[projector.name] = projector.bindings
     async with await aio_pika.connect(rabbitmq_url, timeout=10) as connection:
-        await topology.declare(await connection.channel(), projections)
+        await topology.declare(await connection.channel(), projections, partitions)
