@@ -1,5 +1,6 @@
 """The Litestar application factory: the one place that wires the API process."""
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -61,7 +62,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        pool = make_pool(settings.database_url, min_size=2, max_size=16)
+        pool = make_pool(settings.database_url, min_size=2, max_size=16, name=f"orders-api-{os.getpid()}")
         await pool.open()
         app.state.pool = pool
         await app.state.projected.start()

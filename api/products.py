@@ -76,8 +76,9 @@ class ProductPage(msgspec.Struct):
 
 def out(p: Product) -> ProductOut:
     return ProductOut(id=p.id, name=p.name, description=p.description, price=f"{p.price:.2f}", currency=p.currency,
-                      stock=p.stock, on_hand=p.on_hand, reserved=p.reserved, sku=p.sku, image_url=p.image_url, seller_id=p.seller_id, source=p.source,
-                      version=p.version, created_at=p.created_at, updated_at=p.updated_at)
+                      stock=p.stock, on_hand=p.on_hand, reserved=p.reserved, sku=p.sku, image_url=p.image_url,
+                      seller_id=p.seller_id, source=p.source, version=p.version, created_at=p.created_at,
+                      updated_at=p.updated_at)
 
 
 def respond(p: Product, status: int = 200) -> Response[ProductOut]:

@@ -15,11 +15,11 @@ log = logging.getLogger(__name__)
 MIGRATE_LOCK = 7_420_001
 
 
-def make_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> AsyncConnectionPool:
-    """A pool of autocommit connections; transactions are explicit (`async with conn.transaction()`)."""
-    return AsyncConnectionPool(
-        url, min_size=min_size, max_size=max_size, open=False, kwargs={"autocommit": True}
-    )
+def make_pool(url: str, *, min_size: int = 2, max_size: int = 10, name: str | None = None) -> AsyncConnectionPool:
+    """A pool of autocommit connections; transactions are explicit (`async with conn.transaction()`).
+    `name` is the connections' application_name: who is who in pg_stat_activity."""
+    kwargs = {"autocommit": True, **({"application_name": name} if name else {})}
+    return AsyncConnectionPool(url, min_size=min_size, max_size=max_size, open=False, kwargs=kwargs)
 
 
 async def create_database(url: str) -> bool:

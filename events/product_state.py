@@ -4,6 +4,7 @@ lock serialises the writers of a product, so stock can never be oversold."""
 
 import uuid
 from collections.abc import Iterable
+from datetime import datetime
 
 import msgspec
 from psycopg import AsyncConnection
@@ -56,3 +57,31 @@ async def save(conn: AsyncConnection, *products: Product) -> None:
         await conn.execute(_SAVE_ONE, [getattr(products[0], c) for c in _COLUMNS])
     elif products:  # one statement, the rows as one JSON text parameter
         await conn.execute(_SAVE_MANY, {"rows": msgspec.json.encode(products).decode()})
+
+
+# Pieces of one statement that appends stock moves (events/store.append_statement): `LOCKS` takes the
+# products' locks first (the same keys as `lock`; a transaction that holds them takes them again at
+# no cost), `MOVED` writes their stock figures and version.
+LOCKS = """prior AS MATERIALIZED (
+    SELECT pg_advisory_xact_lock(k) FROM (SELECT hashtextextended('product:' || id::text, 0) AS k
+    FROM unnest(%(locked)s::uuid[]) AS t(id) ORDER BY 1) AS keys)"""
+MOVED = """moved AS (
+    UPDATE product_state AS p
+    SET on_hand = r.on_hand, reserved = r.reserved, version = r.version, updated_at = r.updated_at
+    FROM jsonb_to_recordset(%(moved)s::jsonb)
+         AS r(id uuid, on_hand integer, reserved integer, version integer, updated_at timestamptz)
+    WHERE p.product_id = r.id)"""
+
+
+class _Moved(msgspec.Struct):
+    id: uuid.UUID
+    on_hand: int
+    reserved: int
+    version: int
+    updated_at: datetime
+
+
+def moved(products: Iterable[Product]) -> str:
+    """The `%(moved)s` parameter of `MOVED`."""
+    return msgspec.json.encode([_Moved(p.id, p.on_hand, p.reserved, p.version, p.updated_at)
+                                for p in products]).decode()

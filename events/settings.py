@@ -36,6 +36,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     scraper_retries: int = 3
     relay_batch_size: int = 1000
     relay_max_events_per_message: int = 500  # 1: one event per message, as before batching
+    relay_linger_seconds: float = 0.02  # under load, how long the relay lets events gather between reads
     projection_partitions: int = 1  # queues per projection, by a hash of the stream id
     relay_poll_seconds: float = 1.0
     projection_max_attempts: int = 5
@@ -70,6 +71,7 @@ _ENV = {
     "RELAY_BATCH_SIZE": "relay_batch_size",
     "RELAY_POLL_SECONDS": "relay_poll_seconds",
     "RELAY_MAX_EVENTS_PER_MESSAGE": "relay_max_events_per_message",
+    "RELAY_LINGER_SECONDS": "relay_linger_seconds",
     "PROJECTION_PARTITIONS": "projection_partitions",
     "PROJECTION_MAX_ATTEMPTS": "projection_max_attempts",
     "PROJECTION_RETRY_SECONDS": "projection_retry_seconds",

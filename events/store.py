@@ -30,11 +30,10 @@ class WrongExpectedVersion(Exception):
 # before the event it follows. That is rare (it needs a long transaction) and is reported as a
 # conflict, so the caller retries with a fresh transaction. A refused stream fails the statement
 # (events_refuse_stale), so nothing of the batch is written and the transaction cannot commit.
-_APPEND = """
-WITH batch AS (
+_BATCH = """batch AS (
     SELECT b.stream, b.expected, b.ord, e.doc, e.n
     FROM jsonb_to_recordset(%(batch)s::jsonb) AS b(ord int, stream text, expected int, events jsonb)
-    CROSS JOIN LATERAL jsonb_array_elements(b.events) WITH ORDINALITY AS e(doc, n)
+    CROSS JOIN LATERAL jsonb_array_elements(b.events) WITH ORDINALITY AS e(doc, n){after_prior}
 ), checked AS (
     SELECT s.stream, s.expected, coalesce(h.version, 0) AS head,
            coalesce(h.version, 0) = s.expected
@@ -52,11 +51,23 @@ WITH batch AS (
     WHERE c.ok
     ORDER BY b.ord, b.n
     RETURNING 1
-)
+)"""
+_RESULT = """
 SELECT events_refuse_stale((SELECT string_agg(stream || ' ' || expected || ' ' || head, E'\\n')
                             FROM checked WHERE NOT ok)),
-       (SELECT count(*) FROM inserted)
-"""
+       (SELECT count(*) FROM inserted)"""
+
+
+def append_statement(prior: str = "", after: str = "") -> str:
+    """The append as one statement, with CTEs of the caller's: `prior` (a CTE named `prior`, run before the
+    events are read, e.g. taking locks) and `after` (more writes of the same statement, e.g. the
+    write-side rows the events change). One statement: all of it is written, or none."""
+    before = f"{prior},\n" if prior else ""
+    return (f"WITH {before}" + _BATCH.format(after_prior="\n    CROSS JOIN (SELECT count(*) FROM prior) AS p" if prior else "")
+            + (f",\n{after}" if after else "") + _RESULT)
+
+
+_APPEND = append_statement()
 
 STALE = "OR409"  # the SQLSTATE of events_refuse_stale
 
@@ -116,10 +127,15 @@ async def append_many(conn: AsyncConnection, appends: Sequence[tuple[str, int, S
     stream at most once; the events get positions in the order given. Run it in a transaction: a
     refused stream raises WrongExpectedVersion, which rolls the others back."""
     appends = [(stream, expected, events) for stream, expected, events in appends if events]
-    if not appends:
-        return
+    if appends:
+        await execute_append(conn, _APPEND, append_params(appends, meta))
+
+
+async def execute_append(conn: AsyncConnection, statement: str, params: dict) -> None:
+    """Run a statement of `append_statement`; a refused stream raises WrongExpectedVersion. (In pipeline
+    mode the refusal comes at the sync: `pipelined` turns it into the same.)"""
     try:
-        await conn.execute(_APPEND, append_params(appends, meta))
+        await conn.execute(statement, params)
     except psycopg.Error as exc:
         if (refused := conflict(exc)) is not None:
             raise refused from None

@@ -33,7 +33,8 @@ def _relay(_: argparse.Namespace) -> None:
 
     s = settings()
     relay = Relay(s.database_url, s.rabbitmq_url, batch_size=s.relay_batch_size, poll_seconds=s.relay_poll_seconds,
-                  max_events_per_message=s.relay_max_events_per_message, partitions=s.projection_partitions)
+                  max_events_per_message=s.relay_max_events_per_message, partitions=s.projection_partitions,
+                  linger=s.relay_linger_seconds)
     run_until_signal(relay.run)
 
 

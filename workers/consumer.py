@@ -55,7 +55,7 @@ class ProjectionConsumer:
         self.policy = RetryPolicy(max_attempts, retry_seconds)
         self.batch_events = batch_events
         self.counts: Counter[str] = Counter()  # outcomes, failures, dead letters, and the acks sent
-        self.pool = make_pool(database_url, min_size=1, max_size=4)
+        self.pool = make_pool(database_url, min_size=1, max_size=4, name=f"orders-projection-{projector.name}-{os.getpid()}")
         # No dependency injection: the handler takes the message from the broker's context. FastStream
         # would otherwise resolve the message parameter in a thread for every message, and decode
         # the JSON body that msgspec decodes anyway.

@@ -99,10 +99,11 @@ def message(packet: Packet) -> aio_pika.Message:
 
 class Relay:
     def __init__(self, database_url: str, rabbitmq_url: str, *, batch_size: int = 1000, poll_seconds: float = 1.0,
-                 max_events_per_message: int = 500, partitions: int = 1):
+                 max_events_per_message: int = 500, partitions: int = 1, linger: float = 0.02):
         self.database_url, self.rabbitmq_url = database_url, rabbitmq_url
         self.batch_size, self.poll_seconds = batch_size, poll_seconds
         self.max_events_per_message, self.partitions = max(1, max_events_per_message), partitions
+        self.linger = linger
         self.published = 0
         self.publish_failures = 0
         self.active = asyncio.Event()  # set while this relay holds the lock
@@ -162,6 +163,11 @@ class Relay:
                     checkpoint = batch[-1].checkpoint
                     await store.save_checkpoint(conn, CHECKPOINT, checkpoint)
                     self.published += len(batch)
+                    if 1 < len(batch) < self.batch_size and self.linger:
+                        # Events are arriving faster than one at a time: let a few milliseconds' worth
+                        # gather, so the next read packs more of them per message, transaction and ack.
+                        # A quiet system (a read of one) and a backlog (a full read) never wait here.
+                        await pause(stop, self.linger)
             finally:
                 listening.cancel()
 

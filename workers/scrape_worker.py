@@ -10,6 +10,7 @@ and decoded here.
 
 import asyncio
 import logging
+import os
 import uuid
 
 import aio_pika
@@ -56,7 +57,7 @@ class ScraperWorker:
                  timeout: float = 10.0, retries: int = 3):
         self.rabbitmq_url = rabbitmq_url
         self.sources = source_config.load(sources_file)
-        self.pool = make_pool(database_url, min_size=1, max_size=4)
+        self.pool = make_pool(database_url, min_size=1, max_size=4, name=f"orders-scraper-{os.getpid()}")
         self.scraper = Scraper(self.pool, self.sources, timeout=timeout, retries=retries)
         # No dependency injection: the handler gets the raw body and takes the message from the context.
         self.broker = RabbitBroker(rabbitmq_url, graceful_timeout=30, logger=log, log_level=logging.DEBUG,

@@ -9,6 +9,7 @@ stream version, and the loser skips it.
 
 import asyncio
 import logging
+import os
 import uuid
 from collections.abc import Callable
 
@@ -32,7 +33,7 @@ class Sweeper:
     name = "sweeper"  # recorded as the events' actor: system:<name>
 
     def __init__(self, database_url: str, *, poll_seconds: float):
-        self.pool = make_pool(database_url, min_size=1, max_size=2)
+        self.pool = make_pool(database_url, min_size=1, max_size=2, name=f"orders-{self.name}-{os.getpid()}")
         self.poll_seconds = poll_seconds
 
     async def due(self, conn: AsyncConnection) -> list[tuple[uuid.UUID, Decide]]:

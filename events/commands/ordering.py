@@ -13,6 +13,7 @@ from events.base import Event, Meta, advance, replay
 from events.errors import Invalid, NotFound
 from events.orders import Address, Order
 from events.products import Product
+from events.store import WrongExpectedVersion
 from events.users import Actor
 
 
@@ -49,12 +50,39 @@ async def place(pool: AsyncConnectionPool, buyer_id: uuid.UUID, items: list[tupl
                 order_id: uuid.UUID | None = None) -> tuple[Order, bool]:
     """Place an order of `items`, or of the buyer's cart when `items` is None. Returns the order and
     whether it was created now (False: an idempotent replay, whose order has another id than
-    `order_id`, the id a new order gets: the caller may pick it to watch its stream).
-
-    Two round trips for an order of items: the key, the locks and the product rows in one; the
-    events, the products' rows and the COMMIT in the other. A checkout takes its cart in one more:
-    the lines ordered are exactly the lines it removes, so a line added meanwhile stays in the cart."""
+    `order_id`, the id a new order gets: the caller may pick it to watch its stream)."""
     order_id = uuid.uuid4() if order_id is None else order_id
+    if items is not None and idempotency is None:
+        try:
+            return await _place_at_once(pool, buyer_id, items, address, meta, order_id), True
+        except WrongExpectedVersion:
+            pass  # a product moved on between the read and the write: once more, under its lock
+    return await _place_locked(pool, buyer_id, items, address, meta, idempotency, order_id)
+
+
+async def _place_at_once(pool: AsyncConnectionPool, buyer_id: uuid.UUID, items: list[tuple[uuid.UUID, int]],
+                         address: Address, meta: Meta, order_id: uuid.UUID) -> Order:
+    """The common case in two statements and no explicit transaction: read the products, decide, then
+    one statement that takes their locks and appends the order and the reservations on the products'
+    versions as read. Should a product have moved on meanwhile, the append is refused as a whole
+    (WrongExpectedVersion), and the caller places the order under the locks instead. Taking the locks
+    in the statement keeps a locked placement from ever being refused by one of these."""
+    now = datetime.now(UTC)
+    wanted = orders.merge(items)
+    async with pool.connection() as conn:
+        found = await product_state.load_many(conn, wanted)
+        placed, reservations = orders.place(order_id, buyer_id, wanted, found, address, now)
+        await _write(conn, [(found[pid], events) for pid, events in reservations.items()],
+                     (orders.stream(order_id), 0, [placed]), meta, now)
+    return advance(orders.evolve, None, [placed], now)
+
+
+async def _place_locked(pool: AsyncConnectionPool, buyer_id: uuid.UUID, items: list[tuple[uuid.UUID, int]] | None,
+                        address: Address, meta: Meta, idempotency: tuple[str, bytes] | None,
+                        order_id: uuid.UUID) -> tuple[Order, bool]:
+    """Under the products' locks, in two round trips: the key, the locks and the product rows in one;
+    the write and the COMMIT in the other. A checkout takes its cart in one more: the lines ordered
+    are exactly the lines it removes, so a line added meanwhile stays in the cart."""
     now = datetime.now(UTC)
     async with pool.connection() as conn:
         try:
@@ -73,8 +101,8 @@ async def place(pool: AsyncConnectionPool, buyer_id: uuid.UUID, items: list[tupl
                 found = await product_state.load_many(conn, wanted)
                 await _check_claim(conn, claim, buyer_id, idempotency)
                 placed, reservations = orders.place(order_id, buyer_id, wanted, found, address, now)
-                await _append(conn, [(found[pid], events) for pid, events in reservations.items()],
-                              (orders.stream(order_id), 0, [placed]), meta, now)
+                await _write(conn, [(found[pid], events) for pid, events in reservations.items()],
+                             (orders.stream(order_id), 0, [placed]), meta, now)
         except _Replay as replay:
             async with conn.transaction():
                 return await load(conn, replay.order_id), False
@@ -87,13 +115,18 @@ async def _check_claim(conn: AsyncConnection, claim, buyer_id: uuid.UUID, idempo
         raise _Replay(await _held_order(conn, buyer_id, *idempotency))
 
 
-async def _append(conn: AsyncConnection, moves: list[tuple[Product, list[Event]]],
-                  order_append: tuple[str, int, list[Event]], meta: Meta, now: datetime) -> None:
-    """The stock moves on the products and the order's events as one append, then the products'
-    write-side rows (queued: a pipelined transaction sends them with its COMMIT)."""
-    await store.append_many(conn, [*((products.stream(p.id), p.version, events) for p, events in moves),
-                                   order_append], meta)
-    await product_state.save(conn, *(advance(products.evolve, p, events, now) for p, events in moves))
+# One statement: the products' locks, the stock moves and the order's events, the products' stock
+# figures. All of it or none, in a transaction or on its own.
+_WRITE = store.append_statement(prior=product_state.LOCKS, after=product_state.MOVED)
+
+
+async def _write(conn: AsyncConnection, moves: list[tuple[Product, list[Event]]],
+                 order_append: tuple[str, int, list[Event]], meta: Meta, now: datetime) -> None:
+    params = store.append_params([*((products.stream(p.id), p.version, events) for p, events in moves),
+                                  order_append], meta)
+    params["locked"] = [p.id for p, _ in moves]
+    params["moved"] = product_state.moved(advance(products.evolve, p, events, now) for p, events in moves)
+    await store.execute_append(conn, _WRITE, params)
 
 
 # The product rows of an order's lines, locked in id order, from its `order.placed` event: a command
@@ -127,7 +160,7 @@ async def transition(pool: AsyncConnectionPool, order_id: uuid.UUID, actor: Acto
                 await product_state.lock(conn, quantities)
                 found = await product_state.load_many(conn, quantities)
             moves = [(found[pid], move(found[pid], order_id, q)) for pid, q in quantities.items()]
-        await _append(conn, moves, (stream, order.version, events), meta, now)
+        await _write(conn, moves, (stream, order.version, events), meta, now)
     return advance(orders.evolve, order, events, now)
 
 
