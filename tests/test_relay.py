@@ -221,13 +221,12 @@ def _recorded(stream: str, version: int, type_name: str, position: int) -> Recor
 def test_packing_keeps_each_streams_events_in_order_and_one_type_per_message():
     batch = [_recorded(s, v, t, i) for i, (s, v, t) in enumerate([
         ("a", 1, "product.stock_reserved"), ("b", 1, "order.placed"), ("c", 1, "product.stock_reserved"),
-        ("a", 2, "product.stock_released"),  # a stream changes type: what was open goes out first
+        ("a", 2, "product.stock_released"),  # a changes type: the packet with its earlier event goes out first
         ("c", 2, "product.stock_reserved"), ("d", 1, "order.placed")])]
     packets = pack(batch, max_events=100)
     assert [(p.routing_key, [(e.stream_id, e.version) for e in p.events]) for p in packets] == [
-        ("product.stock_reserved", [("a", 1), ("c", 1)]), ("order.placed", [("b", 1)]),
-        ("product.stock_released", [("a", 2)]), ("product.stock_reserved", [("c", 2)]),
-        ("order.placed", [("d", 1)])]
+        ("product.stock_reserved", [("a", 1), ("c", 1)]), ("order.placed", [("b", 1), ("d", 1)]),
+        ("product.stock_released", [("a", 2)]), ("product.stock_reserved", [("c", 2)])]
     order = {(e.stream_id, e.version): i for i, e in enumerate(e for p in packets for e in p.events)}
     for stream in "abcd":
         versions = sorted(v for s, v in order if s == stream)
@@ -247,3 +246,21 @@ def test_with_partitions_a_streams_events_share_one_routing_key_with_its_partiti
     assert {p.routing_key for p in packets} == {"order.placed.p0", "order.placed.p1"}
     for p in packets:
         assert {partition_of(e.stream_id, 2) for e in p.events} == {int(p.routing_key[-1])}
+
+
+def test_packing_any_interleaving_keeps_every_streams_order():
+    import random
+
+    rng = random.Random(7)
+    versions, batch = {}, []
+    for position in range(3000):
+        stream = f"s{rng.randrange(40)}"
+        versions[stream] = versions.get(stream, 0) + 1
+        batch.append(_recorded(stream, versions[stream], rng.choice(["a.x", "a.y", "b.z"]), position))
+    for max_events in (1, 7, 500):
+        published = [e for p in pack(batch, max_events=max_events, partitions=3) for e in p.events]
+        assert sorted(e.position for e in published) == list(range(3000))
+        seen: dict[str, int] = {}
+        for e in published:
+            assert e.version == seen.get(e.stream_id, 0) + 1, (max_events, e.stream_id, e.version)
+            seen[e.stream_id] = e.version

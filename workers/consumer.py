@@ -47,7 +47,7 @@ _encode = msgspec.json.encode
 
 class ProjectionConsumer:
     def __init__(self, projector: Projector, database_url: str, rabbitmq_url: str, *,
-                 max_attempts: int = 5, retry_seconds: float = 1.0, prefetch: int = 64, batch_events: int = 2000,
+                 max_attempts: int = 5, retry_seconds: float = 1.0, prefetch: int = 256, batch_events: int = 2000,
                  partitions: int = 1):
         self.projector = projector
         self.queues = partition_queues(projector.name, partitions)

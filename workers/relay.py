@@ -43,29 +43,27 @@ def pack(batch: list[Recorded], max_events: int = 500, partitions: int = 1) -> l
     at most `max_events`, in the order to publish them.
 
     A stream's events must reach its queue in order. A stream's events of one type go to one packet,
-    in order; when a stream moves on to another type (a product reserved, then released), every open
-    packet is closed first, so its earlier events are published before its later ones."""
+    in order. When a stream moves on to another type (a product reserved, then released), the packet
+    holding its earlier events is closed first, so it is published before the packet that takes the
+    stream's later ones. No other stream is affected: a stream's events are only ever in one open
+    packet, the one holding its latest."""
     packets: list[Packet] = []
     open_: dict[str, Packet] = {}  # routing key -> the packet still taking events
-    stream_key: dict[str, str] = {}  # stream -> the routing key of its open packet
-
-    def close_all() -> None:
-        packets.extend(open_.values())
-        open_.clear()
-        stream_key.clear()
+    holding: dict[str, Packet] = {}  # stream -> the packet with its latest event
 
     for e in batch:
         key = routing_key(e.type, partition_of(e.stream_id, partitions), partitions)
-        if stream_key.get(e.stream_id, key) != key:
-            close_all()
+        earlier = holding.get(e.stream_id)
+        if earlier is not None and earlier.routing_key != key and open_.get(earlier.routing_key) is earlier:
+            packets.append(open_.pop(earlier.routing_key))
         packet = open_.get(key)
         if packet is None or len(packet.events) >= max_events:
             if packet is not None:
                 packets.append(open_.pop(key))  # full: its streams' next events go to a new packet
             packet = open_[key] = Packet(key, [])
         packet.events.append(e)
-        stream_key[e.stream_id] = key
-    close_all()
+        holding[e.stream_id] = packet
+    packets.extend(open_.values())
     return packets
 
 
