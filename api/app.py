@@ -15,6 +15,7 @@ from api import admin, auth, cart, health, orders, products, users
 from api.consistency import Projected
 from api.metrics import HttpMetrics, correlate, measure_requests, metrics
 from api.problems import HANDLERS
+from api.transport import guard_body, security_headers, trust_proxies
 from api.security import Tokens
 from api.wakeup import RelayWaker, wake_relay_after_commands
 from events.db import make_pool
@@ -86,5 +87,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     # Around the whole app, not as route middleware: Litestar answers an error raised in a middleware (the
     # bearer auth's 401) or in routing (404) from its outermost exception handler, past any route middleware,
     # so only out here is every response measured with the status it was sent with and tagged with its id.
-    app.asgi_handler = correlate(measure_requests(app.asgi_handler))
+    # guard_body is inside the measuring, which counts a client that left mid-body as the 499 it answers.
+    guarded = guard_body(app.asgi_handler, settings.request_body_timeout, settings.max_body_bytes)
+    app.asgi_handler = trust_proxies(correlate(measure_requests(security_headers(guarded))),
+                                     settings.forwarded_allow_ips)
     return app

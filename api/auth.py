@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.connection import ASGIConnection
-from litestar.datastructures import State
+from litestar.datastructures import CacheControlHeader, State
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
@@ -112,6 +112,7 @@ class RefreshIn(msgspec.Struct):
 
 
 PUBLIC = {"public": True}
+NO_STORE = CacheControlHeader(no_store=True)  # tokens must not stay in a browser's or a proxy's cache
 
 
 @post("/auth/register", opt=PUBLIC, operation_id="register", tags=["auth"], summary="Create a buyer or seller account")
@@ -139,7 +140,7 @@ async def _login_fields(request: Request) -> LoginIn:
         raise Invalid("body", "the body must be JSON {email, password} or a form with username and password") from None
 
 
-@post("/auth/login", opt=PUBLIC, operation_id="login", tags=["auth"], status_code=200,
+@post("/auth/login", opt=PUBLIC, operation_id="login", tags=["auth"], status_code=200, cache_control=NO_STORE,
       summary="Exchange email and password for an access and a refresh token")
 async def login(request: Request, state: State) -> TokenPair:
     await ratelimit.limit(state.pool, request, "login", state.settings.login_rate_limit)
@@ -149,7 +150,7 @@ async def login(request: Request, state: State) -> TokenPair:
                                             tokens.refresh_expiry()))
 
 
-@post("/auth/refresh", opt=PUBLIC, operation_id="refresh", tags=["auth"], status_code=200,
+@post("/auth/refresh", opt=PUBLIC, operation_id="refresh", tags=["auth"], status_code=200, cache_control=NO_STORE,
       summary="Rotate a refresh token into a new token pair")
 async def refresh(data: JSONBody[RefreshIn], state: State) -> TokenPair:
     try:

@@ -6,6 +6,7 @@ from http import HTTPStatus
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
+from api.transport import ClientDisconnected
 from events import errors
 from events.store import WrongExpectedVersion
 
@@ -61,6 +62,13 @@ def _version_conflict(_: Request, exc: WrongExpectedVersion) -> Response:
     return problem(409, "the resource was changed by another request; reload and retry", title="Conflict")
 
 
+def _client_disconnected(request: Request, _: ClientDisconnected) -> Response:
+    # Nobody reads this answer; its status is what the metrics count (499, as nginx names it), so that a
+    # client that leaves is not taken for a server error.
+    log.info("the client disconnected while sending the body of %s %s", request.method, request.url.path)
+    return Response(None, status_code=499)
+
+
 def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem(500, "an unexpected error occurred")
@@ -71,6 +79,7 @@ HANDLERS = {
     HTTPException: _http,
     errors.DomainError: _domain,
     WrongExpectedVersion: _version_conflict,
+    ClientDisconnected: _client_disconnected,
     Exception: _unexpected,
 }
 

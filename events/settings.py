@@ -26,6 +26,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     login_rate_limit: int = 10  # requests per minute per client address
     register_rate_limit: int = 10
     max_body_bytes: int = 1_048_576
+    request_body_timeout: float = 10.0  # seconds a client has to send a request's whole body
+    forwarded_allow_ips: str = ""  # proxies whose X-Forwarded-For is believed: none unless configured
     default_currency: str = "USD"
     ryw_timeout: float = 2.0  # seconds a command waits for its projection (read-your-writes)
     order_payment_timeout: float = 1800.0  # seconds an order may stay unpaid before it expires
@@ -57,6 +59,8 @@ _ENV = {
     "LOGIN_RATE_LIMIT": "login_rate_limit",
     "REGISTER_RATE_LIMIT": "register_rate_limit",
     "MAX_BODY_BYTES": "max_body_bytes",
+    "REQUEST_BODY_TIMEOUT": "request_body_timeout",
+    "FORWARDED_ALLOW_IPS": "forwarded_allow_ips",
     "DEFAULT_CURRENCY": "default_currency",
     "READ_YOUR_WRITES_TIMEOUT": "ryw_timeout",
     "ORDER_PAYMENT_TIMEOUT": "order_payment_timeout",

@@ -22,9 +22,11 @@ def _migrate(_: argparse.Namespace) -> None:
 def _api(args: argparse.Namespace) -> None:
     import uvicorn
 
+    from api.transport import server_options
+
     uvicorn.run("api.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
                 timeout_graceful_shutdown=5, log_level=settings().log_level.lower(), access_log=False,
-                log_config=None)  # keep our JSON logging
+                log_config=None, **server_options())  # log_config=None: keep our JSON logging
 
 
 def _relay(_: argparse.Namespace) -> None:
