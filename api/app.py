@@ -11,7 +11,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, SecurityScheme
 
-from api import admin, auth, cart, health, orders, products, users
+from api import admin, auth, cart, health, inputs, orders, products, users
 from api.consistency import Projected
 from api.metrics import HttpMetrics, correlate, measure_requests, metrics
 from api.problems import HANDLERS
@@ -79,6 +79,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         state=state,
         middleware=[wake_relay_after_commands, authentication],
         exception_handlers=HANDLERS,
+        before_request=inputs.check,
         request_max_body_size=settings.max_body_bytes,
         cors_config=CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None,
         openapi_config=openapi(),

@@ -140,7 +140,7 @@ async def _login_fields(request: Request) -> LoginIn:
         raise Invalid("body", "the body must be JSON {email, password} or a form with username and password") from None
 
 
-@post("/auth/login", opt=PUBLIC, operation_id="login", tags=["auth"], status_code=200, cache_control=NO_STORE,
+@post("/auth/login", opt={**PUBLIC, "form": True}, operation_id="login", tags=["auth"], status_code=200, cache_control=NO_STORE,
       summary="Exchange email and password for an access and a refresh token")
 async def login(request: Request, state: State) -> TokenPair:
     await ratelimit.limit(state.pool, request, "login", state.settings.login_rate_limit)
