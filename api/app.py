@@ -3,7 +3,7 @@
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from litestar import Litestar
+from litestar import Litestar, Request, Response
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
@@ -43,6 +43,17 @@ def openapi() -> OpenAPIConfig:
     )
 
 
+async def before_request(request: Request) -> Response | None:
+    """OPTIONS is answered with every method of the resource: Litestar 2's own answer lists only the
+    methods of the first handler registered for a path (litestar#4169, fixed in 3.0 only), while the
+    route knows them all. Any other request's input is checked first (api/inputs.py)."""
+    if request.method == "OPTIONS":
+        route = next(r for r in request.app.routes if r.path_format == request.scope["path_template"])
+        return Response(None, status_code=204, headers={"Allow": ", ".join(sorted(route.methods))})
+    await inputs.check(request)
+    return None
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or env_settings()
     waker = RelayWaker()
@@ -79,7 +90,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         state=state,
         middleware=[wake_relay_after_commands, authentication],
         exception_handlers=HANDLERS,
-        before_request=inputs.check,
+        before_request=before_request,
         request_max_body_size=settings.max_body_bytes,
         cors_config=CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None,
         openapi_config=openapi(),
