@@ -33,7 +33,7 @@ async def test_a_body_shorter_than_its_content_length_gets_408_and_the_connectio
 
 
 async def test_a_body_the_application_never_reads_does_not_hold_the_connection(client):
-    head = (f"POST /orders HTTP/1.1\nHost: 127.0.0.1\nContent-Type: application/json\nContent-Length: 100")
+    head = "POST /orders HTTP/1.1\nHost: 127.0.0.1\nContent-Type: application/json\nContent-Length: 100"
     answer = await raw_request(client.base_url.port, head, b'{"items": [', timeout=3)  # 401: no token
     assert answer.startswith(b"HTTP/1.1 401 "), answer
     assert b"connection: close" in answer.lower()
