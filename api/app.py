@@ -24,6 +24,8 @@ from events.settings import Settings, settings as env_settings
 from projections.catalog import CatalogProjector
 from projections.orders import OrdersProjector
 
+API_CONNECTIONS = "orders-api"  # the pool's application_name in pg_stat_activity
+
 ROUTES = [health.health, health.ready, metrics, *auth.ROUTES, *users.ROUTES, *products.ROUTES, *orders.ROUTES,
           *cart.ROUTES, *admin.ROUTES]
 
@@ -70,7 +72,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        pool = make_pool(settings.database_url, min_size=2, max_size=16)
+        pool = make_pool(settings.database_url, min_size=2, max_size=16, name=API_CONNECTIONS, check=True,
+                         timeout=settings.database_timeout)
         await pool.open()
         app.state.pool = pool
         await app.state.projected.start()

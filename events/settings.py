@@ -14,6 +14,7 @@ DEV_SECRET = "dev-only-secret-never-use-in-production!!"
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str = "postgresql://postgres@127.0.0.1:5432/orders"
     rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    database_timeout: float = 5.0  # seconds an API request waits for a database connection (then 503)
     dev_mode: bool = False
     jwt_secret: str = DEV_SECRET
     jwt_issuer: str = "orders"
@@ -47,6 +48,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 _ENV = {
     "DATABASE_URL": "database_url",
     "RABBITMQ_URL": "rabbitmq_url",
+    "DATABASE_TIMEOUT": "database_timeout",
     "ORDERS_DEV_MODE": "dev_mode",
     "JWT_SECRET": "jwt_secret",
     "JWT_ISSUER": "jwt_issuer",
