@@ -17,6 +17,7 @@ from api import ratelimit
 from api.security import ACCESS, REFRESH, InvalidToken, TokenPair
 from events.base import Meta as EventMeta
 from events.commands import accounts, sessions
+from events.commands.accounts import normalise_email
 from events.errors import Invalid, Unauthorized
 from events.users import Actor, User
 
@@ -140,14 +141,23 @@ async def _login_fields(request: Request) -> LoginIn:
         raise Invalid("body", "the body must be JSON {email, password} or a form with username and password") from None
 
 
-@post("/auth/login", opt={**PUBLIC, "form": True}, operation_id="login", tags=["auth"], status_code=200, cache_control=NO_STORE,
-      summary="Exchange email and password for an access and a refresh token")
+@post("/auth/login", opt={**PUBLIC, "form": True}, operation_id="login", tags=["auth"], status_code=200,
+      cache_control=NO_STORE, summary="Exchange email and password for an access and a refresh token")
 async def login(request: Request, state: State) -> TokenPair:
     await ratelimit.limit(state.pool, request, "login", state.settings.login_rate_limit)
     fields = await _login_fields(request)
-    tokens = state.tokens
-    return tokens.pair(await sessions.login(state.pool, state.passwords, fields.email, fields.password,
-                                            tokens.refresh_expiry()))
+    # Failed logins are counted per account too, whatever the address. The hit is taken before the
+    # password is checked, so concurrent guesses cannot overrun the limit, and a success gives it back.
+    # Over the limit even the right password gets 429 (else guessing would go on), and unknown emails
+    # are counted alike, so a 429 does not tell whether an account exists.
+    failures = f"login-failed:{normalise_email(fields.email)}"
+    window = ratelimit.FAILED_LOGIN_WINDOW_SECONDS
+    await ratelimit.hit(state.pool, failures, state.settings.login_failure_limit, window,
+                        "too many failed logins for this account")
+    session = await sessions.login(state.pool, state.passwords, fields.email, fields.password,
+                                   state.tokens.refresh_expiry())
+    await ratelimit.forgive(state.pool, failures, window)
+    return state.tokens.pair(session)
 
 
 @post("/auth/refresh", opt=PUBLIC, operation_id="refresh", tags=["auth"], status_code=200, cache_control=NO_STORE,

@@ -26,6 +26,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     cors_origins: tuple[str, ...] = ()
     login_rate_limit: int = 10  # requests per minute per client address
     register_rate_limit: int = 10
+    login_failure_limit: int = 10  # failed logins per account per 15 minutes, from any address
     max_body_bytes: int = 1_048_576
     request_body_timeout: float = 10.0  # seconds a client has to send a request's whole body
     forwarded_allow_ips: str = ""  # proxies whose X-Forwarded-For is believed: none unless configured
@@ -60,6 +61,7 @@ _ENV = {
     "CORS_ORIGINS": "cors_origins",
     "LOGIN_RATE_LIMIT": "login_rate_limit",
     "REGISTER_RATE_LIMIT": "register_rate_limit",
+    "LOGIN_FAILURE_LIMIT": "login_failure_limit",
     "MAX_BODY_BYTES": "max_body_bytes",
     "REQUEST_BODY_TIMEOUT": "request_body_timeout",
     "FORWARDED_ALLOW_IPS": "forwarded_allow_ips",

@@ -28,7 +28,7 @@ class Services:
         # Every test client comes from 127.0.0.1: limits high unless a test is about them.
         values = dict(database_url=self.database_url, rabbitmq_url=self.rabbitmq_url, dev_mode=True,
                       argon2_time_cost=1, argon2_memory_kib=1024, login_rate_limit=100_000,
-                      register_rate_limit=100_000)
+                      register_rate_limit=100_000, login_failure_limit=100_000)
         return Settings(**{**values, **overrides})
 
 
