@@ -17,11 +17,12 @@ from api import ratelimit
 from api.security import ACCESS, REFRESH, InvalidToken, TokenPair
 from events.base import Meta as EventMeta
 from events.commands import accounts, sessions
-from events.commands.accounts import normalise_email
 from events.errors import Invalid, Unauthorized
-from events.users import Actor, User
+from events.users import Actor, User, canonical_email
 
-Email = Annotated[str, Meta(min_length=3, max_length=254, pattern=r"^\s*[^@\s]+@[^@\s]+\.[^@\s]+\s*$")]
+# Checked by events.users.canonical_email: what is an address shows only after NFKC ("ａ＠ｂ.ｃｏ"), and the
+# bound leaves room for the spaces and invisible characters it drops.
+Email = Annotated[str, Meta(min_length=1, max_length=1000, description="an email address")]
 Password = Annotated[str, Meta(min_length=8, max_length=128)]
 
 
@@ -150,7 +151,7 @@ async def login(request: Request, state: State) -> TokenPair:
     # password is checked, so concurrent guesses cannot overrun the limit, and a success gives it back.
     # Over the limit even the right password gets 429 (else guessing would go on), and unknown emails
     # are counted alike, so a 429 does not tell whether an account exists.
-    failures = f"login-failed:{normalise_email(fields.email)}"
+    failures = f"login-failed:{canonical_email(fields.email)}"
     window = ratelimit.FAILED_LOGIN_WINDOW_SECONDS
     await ratelimit.hit(state.pool, failures, state.settings.login_failure_limit, window,
                         "too many failed logins for this account")

@@ -33,8 +33,8 @@ class AddressIn(msgspec.Struct, forbid_unknown_fields=True):
     line2: Annotated[str, Meta(max_length=200)] = ""
 
     def address(self) -> Address:
-        return Address(name=self.name, line1=self.line1, line2=self.line2, city=self.city,
-                       postal_code=self.postal_code, country=self.country.upper())
+        return orders.shipping_address(name=self.name, line1=self.line1, line2=self.line2, city=self.city,
+                                       postal_code=self.postal_code, country=self.country)
 
 
 class ItemIn(msgspec.Struct, forbid_unknown_fields=True):

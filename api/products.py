@@ -107,7 +107,7 @@ SELLERS = [requires("seller", "admin")]
 @post("/products", guards=SELLERS, operation_id="createProduct", tags=["products"], summary="Add a product")
 async def create_product(data: JSONBody[ProductIn], request: Request, state: State) -> Response[ProductOut]:
     fields = {
-        "name": data.name.strip(), "description": data.description, "price": parse_price(data.price),
+        "name": data.name, "description": data.description, "price": parse_price(data.price),
         "currency": parse_currency(data.currency or state.settings.default_currency), "stock": data.stock,
         "sku": data.sku, "image_url": data.image_url,
     }
@@ -127,8 +127,6 @@ async def update_product(product_id: FromPath[uuid.UUID], data: JSONBody[Product
         changes["price"] = parse_price(changes["price"])
     if "currency" in changes:
         changes["currency"] = parse_currency(changes["currency"])
-    if isinstance(changes.get("name"), str):
-        changes["name"] = changes["name"].strip()
     caller = request.user
     product = await catalog.change(
         state.pool, product_id, lambda p: products.update(p, caller.actor, changes),

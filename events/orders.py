@@ -13,6 +13,7 @@ from events import products
 from events.base import Event, event
 from events.errors import Conflict, Forbidden, Invalid, NotFound
 from events.products import Product
+from events.text import required
 from events.users import Actor
 
 
@@ -36,6 +37,15 @@ class Address(msgspec.Struct, frozen=True, kw_only=True):
     city: str
     postal_code: str
     country: str
+
+
+def shipping_address(*, name: str, line1: str, line2: str, city: str, postal_code: str, country: str) -> Address:
+    """An address to ship to, each line without surrounding spaces; a required line that shows nothing
+    is Invalid, named as the request names it (`shipping_address.city`)."""
+    def line(field: str, value: str) -> str:
+        return required(value, f"shipping_address.{field}")
+    return Address(name=line("name", name), line1=line("line1", line1), line2=line2.strip(), city=line("city", city),
+                   postal_code=line("postal_code", postal_code), country=country.upper())
 
 
 @event("order.placed")

@@ -1,6 +1,8 @@
 """User accounts: events, state and decisions. Passwords never enter an event (events are published
 to the broker); hashes live in the write-side `credentials` table."""
 
+import re
+import unicodedata
 import uuid
 from datetime import datetime
 from typing import Literal
@@ -8,7 +10,8 @@ from typing import Literal
 import msgspec
 
 from events.base import Event, event
-from events.errors import Conflict, NotFound
+from events.errors import Conflict, Invalid, NotFound
+from events.text import invisible, required
 
 Role = Literal["buyer", "seller", "admin"]
 
@@ -79,8 +82,26 @@ def evolve(state: User | None, e: Event, version: int, at: datetime) -> User | N
     return msgspec.structs.replace(state, updated_at=at, version=version) if state else state
 
 
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+MAX_EMAIL = 254
+
+
+def canonical_email(raw: str) -> str:
+    """The one spelling under which an account is kept and found, whatever the spelling typed: NFKC
+    (full-width and other compatibility forms become plain letters, NFD becomes NFC), invisible
+    characters (zero-width spaces and joiners, soft hyphens, ...) removed, case folded. Register, login
+    and the command line all go through it; Invalid("email") for what is then no email address."""
+    text = "".join(c for c in unicodedata.normalize("NFKC", raw) if not invisible(c)).strip()
+    text = unicodedata.normalize("NFKC", text.casefold())  # folding can undo NFKC (e.g. "ǅ" -> "ǆ")
+    if len(text) > MAX_EMAIL or not _EMAIL.fullmatch(text) or any(unicodedata.category(c) == "Cc" for c in text):
+        raise Invalid("email", "must be an email address such as ada@example.com")
+    return text
+
+
 def register(user_id: uuid.UUID, email: str, name: str, role: Role, now: datetime) -> list[Event]:
-    return [UserRegistered(user_id=user_id, email=email, name=name, role=role, registered_at=now)]
+    """`email` in its canonical form (the caller has reserved it)."""
+    return [UserRegistered(user_id=user_id, email=email, name=required(name, "name"), role=role,
+                           registered_at=now)]
 
 
 def change_role(user: User | None, role: Role) -> list[Event]:

@@ -76,6 +76,38 @@ async def test_register_refuses_bad_input_with_422_naming_the_field(client, chan
     assert (await client.post("/auth/login", json={"email": body["email"], "password": body["password"]})).status_code in (401, 422)
 
 
+@pytest.mark.parametrize("spelling", [
+    "jose{u}@example.com",
+    "JOSE{u}@EXAMPLE.COM",
+    "ｊｏｓｅ{u}＠ｅｘａｍｐｌｅ．ｃｏｍ",  # full-width
+    "jo\u200bse{u}@exam\u00adple.com\ufeff",  # a zero-width space, a soft hyphen, a byte-order mark
+    " jose{u}@example.com\u2060 ",
+])
+async def test_every_spelling_of_an_email_is_one_account(client, spelling):
+    local = uuid.uuid4().hex[:8]
+    first = await register(client, address=f"jose{local}@example.com")
+    again = await client.post("/auth/register", json={"email": spelling.format(u=local), "password": PASSWORD,
+                                                      "name": "Ada"})
+    assert again.status_code == 409 and again.json()["field"] == "email"
+    assert (await login(client, spelling.format(u=local)))["access_token"]
+    assert first["email"] == f"jose{local}@example.com"
+
+
+async def test_nfc_and_nfd_spellings_of_an_email_are_one_account(client):
+    local = uuid.uuid4().hex[:8]
+    nfc, nfd = f"jos\u00e9{local}@example.com", f"jose\u0301{local}@example.com"
+    assert (await register(client, address=nfd))["email"] == nfc
+    again = await client.post("/auth/register", json={"email": nfc, "password": PASSWORD, "name": "Ada"})
+    assert again.status_code == 409
+    await login(client, nfc)
+
+
+@pytest.mark.parametrize("name", ["   ", "\t\n", "\u200b", " \u00a0\u3000 "])
+async def test_a_name_of_only_spaces_is_refused(client, name):
+    r = await client.post("/auth/register", json={"email": email(), "password": PASSWORD, "name": name})
+    assert r.status_code == 422 and r.json()["field"] == "name", r.text
+
+
 async def test_twenty_concurrent_registrations_of_one_email_give_one_account(client):
     address = email()
     results = await asyncio.gather(*(

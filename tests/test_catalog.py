@@ -61,6 +61,8 @@ async def test_optional_fields_may_be_left_out_and_the_default_currency_applies(
     ({"stock": -1}, "stock"),
     ({"image_url": "ftp://x.example/a.png"}, "image_url"),
     ({"name": ""}, "name"),
+    ({"name": "   "}, "name"),
+    ({"name": "\u200b\u00a0"}, "name"),
 ])
 async def test_bad_product_input_is_a_422_naming_the_field(client, seller, change, field):
     r = await client.post("/products", json=product(**change), headers=bearer(seller))
@@ -99,6 +101,8 @@ async def test_owner_and_admin_patch_another_seller_gets_403(client, seller, adm
     assert stale.status_code == 412
     bad = await client.patch(f"/products/{p['id']}", json={"price": "1.001"}, headers=bearer(seller))
     assert bad.status_code == 422 and bad.json()["field"] == "price"
+    blank = await client.patch(f"/products/{p['id']}", json={"name": " \t "}, headers=bearer(seller))
+    assert blank.status_code == 422 and blank.json()["field"] == "name"
     assert (await client.patch(f"/products/{uuid.uuid4()}", json={"name": "x"}, headers=bearer(seller))).status_code == 404
 
 

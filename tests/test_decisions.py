@@ -46,6 +46,34 @@ def test_deactivating_twice_is_a_conflict_and_a_missing_user_is_not_found():
         users.change_role(None, "admin")
 
 
+@pytest.mark.parametrize("typed", ["Ada@Example.COM", "ａｄａ＠ｅｘａｍｐｌｅ．ｃｏｍ", "a\u200bda@example.com\ufeff",
+                                   " ada@exam\u00adple.com ", "ADA@EXAMPLE.COM\u2060"])
+def test_every_spelling_of_an_email_has_one_canonical_form(typed):
+    assert users.canonical_email(typed) == "ada@example.com"
+
+
+def test_an_email_keeps_its_letters_in_one_normal_form():
+    assert users.canonical_email("Jose\u0301@example.com") == users.canonical_email("jos\u00e9@example.com") \
+        == "jos\u00e9@example.com"
+    assert users.canonical_email("STRASSE@example.com") == users.canonical_email("straße@example.com")
+
+
+@pytest.mark.parametrize("typed", ["notanemail", "a@b", "a b@example.com", "@example.com", "a@@example.com",
+                                   "\u200b@example.com", "a\x01@example.com", "a" * 250 + "@example.com"])
+def test_what_is_no_email_address_is_invalid(typed):
+    with pytest.raises(Invalid) as refused:
+        users.canonical_email(typed)
+    assert refused.value.field == "email"
+
+
+def test_a_name_must_show_something_and_loses_its_surrounding_spaces():
+    assert advance(users.evolve, None, users.register(uuid.uuid4(), "a@example.com", " Ada ", "buyer", T0),
+                   T0).name == "Ada"
+    for blank in ("", "  ", "\u200b\u200d", "\u3000"):
+        with pytest.raises(Invalid):
+            users.register(uuid.uuid4(), "a@example.com", blank, "buyer", T0)
+
+
 def test_an_event_of_another_kind_only_moves_the_version():
     user = new_user()
     other = products.ProductDiscontinued(product_id=uuid.uuid4())

@@ -72,6 +72,15 @@ async def test_bad_orders_are_a_422_naming_the_field(client, seller, buyer, item
     assert await stock(client, p["id"]) == 10
 
 
+@pytest.mark.parametrize("field", ["name", "line1", "city", "postal_code"])
+async def test_an_address_line_of_only_spaces_is_a_422_naming_it(client, seller, buyer, field):
+    p = await new_product(client, seller)
+    r = await client.post("/orders", json={"items": [{"product_id": p["id"], "quantity": 1}],
+                                           "shipping_address": {**ADDRESS, field: " \u200b "}}, headers=bearer(buyer))
+    assert r.status_code == 422 and r.json()["field"] == f"shipping_address.{field}", r.text
+    assert await stock(client, p["id"]) == 10
+
+
 async def test_unknown_discontinued_and_mixed_currency_orders_are_refused_whole(client, seller, buyer):
     good = await new_product(client, seller, stock=4)
     gone = await new_product(client, seller)

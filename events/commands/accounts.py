@@ -14,10 +14,6 @@ from events.passwords import Passwords
 from events.users import Role, User
 
 
-def normalise_email(email: str) -> str:
-    return email.strip().lower()
-
-
 async def load_user(conn: AsyncConnection, user_id: uuid.UUID) -> User | None:
     return replay(users.evolve, await store.read_stream(conn, users.stream(user_id)))
 
@@ -38,10 +34,10 @@ async def session_user(conn: AsyncConnection, user_id: uuid.UUID, family: uuid.U
 
 async def register(pool: AsyncConnectionPool, passwords: Passwords, *, email: str, password: str, name: str,
                    role: Role, meta: Meta) -> User:
-    email = normalise_email(email)
-    hashed = await passwords.hash(password)  # before the transaction: it is slow and needs no lock
+    email = users.canonical_email(email)
     user_id, now = uuid.uuid4(), datetime.now(UTC)
-    events = users.register(user_id, email, name.strip(), role, now)
+    events = users.register(user_id, email, name, role, now)  # refuses bad input before the slow hash
+    hashed = await passwords.hash(password)  # before the transaction: it is slow and needs no lock
     async with pool.connection() as conn:
         try:
             async with conn.transaction():
