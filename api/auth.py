@@ -18,12 +18,13 @@ from api.security import ACCESS, REFRESH, InvalidToken, TokenPair
 from events.base import Meta as EventMeta
 from events.commands import accounts, sessions
 from events.errors import Invalid, Unauthorized
+from events.passwords import MAX_LENGTH, MIN_LENGTH
 from events.users import Actor, User, canonical_email
 
 # Checked by events.users.canonical_email: what is an address shows only after NFKC ("ａ＠ｂ.ｃｏ"), and the
 # bound leaves room for the spaces and invisible characters it drops.
 Email = Annotated[str, Meta(min_length=1, max_length=1000, description="an email address")]
-Password = Annotated[str, Meta(min_length=8, max_length=128)]
+Password = Annotated[str, Meta(min_length=MIN_LENGTH, max_length=MAX_LENGTH)]  # events.passwords checks it too
 
 
 class Caller(msgspec.Struct, frozen=True):

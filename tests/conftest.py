@@ -44,6 +44,20 @@ async def services():
         await s.admin.delete_vhost(s.vhost)
 
 
+@pytest.fixture
+async def own_database(services):
+    """A migrated database of the test's own: for a test that needs the whole system to itself (the
+    only admins in it) or makes its database unreachable without disturbing the others."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    url = make_conninfo(services.database_url, dbname=f"{conninfo_to_dict(services.database_url)['dbname']}_own")
+    await migrate(url)
+    try:
+        yield url
+    finally:
+        await drop_database(url)
+
+
 @pytest.fixture(scope="session")
 async def pool(services):
     p = make_pool(services.database_url, min_size=2, max_size=20)

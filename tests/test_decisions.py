@@ -28,22 +28,45 @@ def test_registering_folds_into_an_active_user_at_version_one():
 
 def test_a_role_change_records_the_previous_role_and_the_same_role_records_nothing():
     user = new_user()
-    [changed] = users.change_role(user, "seller")
+    [changed] = users.change_role(user, "seller", other_admins=0)
     assert (changed.role, changed.previous_role) == ("seller", "buyer")
-    assert users.change_role(user, "buyer") == []
+    assert users.change_role(user, "buyer", other_admins=0) == []
     after = advance(users.evolve, user, [changed], T1)
     assert (after.role, after.version, after.updated_at) == ("seller", 2, T1)
 
 
 def test_deactivating_twice_is_a_conflict_and_a_missing_user_is_not_found():
-    user = advance(users.evolve, new_user(), users.deactivate(new_user()), T1)
+    user = advance(users.evolve, new_user(), users.deactivate(new_user(), other_admins=0), T1)
     assert user.active is False
     with pytest.raises(Conflict):
-        users.deactivate(user)
+        users.deactivate(user, other_admins=0)
     with pytest.raises(NotFound):
-        users.deactivate(None)
+        users.deactivate(None, other_admins=0)
     with pytest.raises(NotFound):
-        users.change_role(None, "admin")
+        users.change_role(None, "admin", other_admins=0)
+
+
+def test_the_last_active_admin_is_neither_demoted_nor_deactivated():
+    admin = new_user("admin")
+    for refused in (lambda: users.change_role(admin, "buyer", other_admins=0),
+                    lambda: users.deactivate(admin, other_admins=0)):
+        with pytest.raises(Conflict) as conflict:
+            refused()
+        assert conflict.value.extra["reason"] == "last_admin"
+    assert users.change_role(admin, "seller", other_admins=1) and users.deactivate(admin, other_admins=1)
+    assert users.change_role(new_user("seller"), "buyer", other_admins=0)  # not an admin: no rule
+
+
+def test_a_deactivated_user_is_reactivated_once_and_promotion_makes_an_active_admin():
+    gone = advance(users.evolve, new_user(), users.deactivate(new_user(), other_admins=0), T1)
+    back = advance(users.evolve, gone, users.reactivate(gone), T1)
+    assert back.active and back.version == 3
+    with pytest.raises(Conflict):
+        users.reactivate(back)
+    promoted = advance(users.evolve, gone, users.promote(gone), T1)
+    assert users.is_active_admin(promoted)
+    assert users.promote(advance(users.evolve, None, users.register(uuid.uuid4(), "a@example.com", "Ada", "admin",
+                                                                    T0), T0)) == []
 
 
 @pytest.mark.parametrize("typed", ["Ada@Example.COM", "ａｄａ＠ｅｘａｍｐｌｅ．ｃｏｍ", "a\u200bda@example.com\ufeff",

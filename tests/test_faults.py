@@ -1,16 +1,15 @@
 """The API when PostgreSQL ends its connections or is down: no 500, and no acknowledged order lost."""
 
 import asyncio
+import contextlib
 import time
 import uuid
 
 import psycopg
-import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from api.app import API_CONNECTIONS, create_app
-from events.db import drop_database, migrate
 from tests.support import account, bearer, eventually, serve
 
 ADDRESS = {"name": "Ada Lovelace", "line1": "12 St James's Square", "city": "London", "postal_code": "SW1Y 4JH",
@@ -78,14 +77,12 @@ async def test_connections_the_server_ended_while_idle_are_replaced_not_used(ser
         assert time.monotonic() - started < 3  # one wait of the pool's backoff, not one per dead connection
 
 
-@pytest.fixture
-async def own_database(services):
-    """A database of this test's own, which it may make unreachable without disturbing the others."""
-    url = make_conninfo(services.database_url, dbname=f"{conninfo_to_dict(services.database_url)['dbname']}_own")
-    await migrate(url)
-    yield url
-    await allow_connections(url, True)
-    await drop_database(url)
+@contextlib.asynccontextmanager
+async def connections_allowed_again(url: str):
+    try:
+        yield
+    finally:
+        await allow_connections(url, True)  # whatever happened, so that the database can be dropped
 
 
 async def allow_connections(url: str, allowed: bool) -> None:
@@ -99,7 +96,7 @@ async def allow_connections(url: str, allowed: bool) -> None:
 
 async def test_while_the_database_is_down_requests_get_503_with_retry_after(services, own_database):
     app = create_app(services.settings(database_url=own_database, database_timeout=1.0, ryw_timeout=0))
-    async with serve(app) as client:
+    async with serve(app) as client, connections_allowed_again(own_database):
         assert (await client.get("/products")).status_code == 200
         await allow_connections(own_database, False)
         for request in (client.get("/products"), client.post("/auth/login", json={"email": "a@example.com",
