@@ -14,6 +14,7 @@ from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, SecuritySch
 from api import admin, auth, cart, health, inputs, orders, products, users
 from api.consistency import Projected
 from api.metrics import HttpMetrics, correlate, measure_requests, metrics
+from api.probes import Broker, Recent
 from api.problems import HANDLERS
 from api.transport import guard_body, security_headers, trust_proxies
 from api.security import Tokens
@@ -68,6 +69,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         "catalog_projector": CatalogProjector(),
         "orders_projector": OrdersProjector(),
         "http_metrics": HttpMetrics(),
+        "broker": Broker(settings.rabbitmq_url),
+        "readiness": Recent(),
+        "system_figures": Recent(),
     })
 
     @asynccontextmanager
@@ -83,6 +87,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         finally:
             await app.state.waker.stop()
             await app.state.projected.stop()
+            await app.state.broker.close()
             await pool.close()
 
     authentication = DefineMiddleware(auth.BearerAuth, exclude_from_auth_key="public", exclude_http_methods=["OPTIONS"],

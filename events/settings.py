@@ -42,6 +42,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     relay_poll_seconds: float = 1.0
     projection_max_attempts: int = 5
     projection_retry_seconds: float = 1.0  # first retry's backoff; it doubles on each attempt, up to a minute
+    metrics_token: str = ""  # when set, GET /metrics needs it as a bearer token
     log_level: str = "INFO"
     log_format: str = "json"  # or "text"
 
@@ -77,6 +78,7 @@ _ENV = {
     "RELAY_POLL_SECONDS": "relay_poll_seconds",
     "PROJECTION_MAX_ATTEMPTS": "projection_max_attempts",
     "PROJECTION_RETRY_SECONDS": "projection_retry_seconds",
+    "METRICS_TOKEN": "metrics_token",
     "LOG_LEVEL": "log_level",
     "LOG_FORMAT": "log_format",
 }

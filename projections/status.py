@@ -2,6 +2,7 @@
 
 import aio_pika
 import msgspec
+from aio_pika.abc import AbstractConnection
 from psycopg import AsyncConnection
 
 from events import broker, store
@@ -36,22 +37,28 @@ async def database_status(conn: AsyncConnection) -> list[ProjectionStatus]:
     return result
 
 
-async def with_queues(statuses: list[ProjectionStatus], rabbitmq_url: str) -> list[ProjectionStatus]:
-    """Adds message counts of each projection's queue and DLQ (left empty if RabbitMQ is unreachable)."""
+async def connect(rabbitmq_url: str, **options) -> AbstractConnection | None:
+    """A connection to RabbitMQ for `with_queues`, or None when it cannot be reached."""
     try:
-        connection = await aio_pika.connect(rabbitmq_url, timeout=5)
+        return await aio_pika.connect(rabbitmq_url, **{"timeout": 5, **options})
     except Exception:
+        return None
+
+
+async def with_queues(statuses: list[ProjectionStatus],
+                      connection: AbstractConnection | None) -> list[ProjectionStatus]:
+    """Adds message counts of each projection's queue and DLQ (left empty without a connection)."""
+    if connection is None:
         return statuses
-    async with connection:
-        for s in statuses:
-            if s.name == "relay":
-                continue
-            queue = broker.projection_queue(s.name)
-            for attr, name in (("queued", queue), ("dead_lettered", broker.dlq(queue))):
-                channel = await connection.channel()
-                try:
+    for s in statuses:
+        if s.name == "relay":
+            continue
+        queue = broker.projection_queue(s.name)
+        for attr, name in (("queued", queue), ("dead_lettered", broker.dlq(queue))):
+            try:
+                async with connection.channel() as channel:  # the broker closes it if the queue is missing
                     declared = await channel.declare_queue(name, passive=True)
-                    setattr(s, attr, declared.declaration_result.message_count)
-                except aio_pika.exceptions.ChannelClosed:
-                    pass  # not declared yet
+            except aio_pika.exceptions.ChannelClosed:
+                continue  # not declared yet
+            setattr(s, attr, declared.declaration_result.message_count)
     return statuses

@@ -136,11 +136,16 @@ def _scrape_redrive(_: argparse.Namespace) -> None:
 def _status(_: argparse.Namespace) -> None:
     import psycopg
 
-    from projections.status import database_status, with_queues
+    from projections.status import connect, database_status, with_queues
 
     async def collect():
-        async with await psycopg.AsyncConnection.connect(settings().database_url, autocommit=True) as conn:
-            return await with_queues(await database_status(conn), settings().rabbitmq_url)
+        broker = await connect(settings().rabbitmq_url)
+        try:
+            async with await psycopg.AsyncConnection.connect(settings().database_url, autocommit=True) as conn:
+                return await with_queues(await database_status(conn), broker)
+        finally:
+            if broker is not None:
+                await broker.close()
 
     rows = asyncio.run(collect())
     print(f"{'projection':<12} {'checkpoint':>10} {'head':>10} {'behind':>8} {'lag s':>8} {'queued':>8} {'dlq':>6}")
