@@ -196,6 +196,18 @@ def visible(order: Order | None, actor: Actor) -> bool:
     return held is None or not set(held).isdisjoint(viewers(order))
 
 
+# What of an order a viewer sees. The buyer, admins and a seller of every line see all of it. A seller of
+# some lines of a mixed order sees those lines only: not the other sellers' products, prices and
+# quantities, nor the buyer's address and payment, which it does not need: a mixed order is shipped by
+# an admin (see may_fulfil), never by one of its sellers.
+def sees_whole(order: Order, actor: Actor) -> bool:
+    return actor.is_admin or order.buyer_id == actor.id or may_fulfil(order, actor)
+
+
+def lines_seen(order: Order, actor: Actor) -> list[Line]:
+    return order.lines if sees_whole(order, actor) else [ln for ln in order.lines if ln.seller_id == actor.id]
+
+
 def _require(order: Order | None, *statuses: str) -> Order:
     if order is None:
         raise NotFound("no such order")

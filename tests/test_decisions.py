@@ -303,6 +303,16 @@ def test_an_order_is_visible_to_its_buyer_its_sellers_and_admins_only():
     assert not orders.visible(None, ADMIN)
 
 
+def test_a_seller_of_some_lines_sees_those_lines_only():
+    mine, theirs = new_product(), advance(products.evolve, None, products.create(
+        uuid.uuid4(), OTHER_SELLER.id, FIELDS, T0), T0)
+    mixed, whole = placed_order(mine, theirs), placed_order(mine)
+    assert not orders.sees_whole(mixed, SELLER)
+    assert [ln.product_id for ln in orders.lines_seen(mixed, SELLER)] == [mine.id]
+    assert all(orders.sees_whole(mixed, a) for a in (BUYER, ADMIN, SYSTEM))
+    assert orders.sees_whole(whole, SELLER)  # it ships this one
+
+
 def test_a_fold_of_a_stream_equals_advancing_one_event_at_a_time():
     mug = new_product()
     order = placed_order(mug)

@@ -220,6 +220,31 @@ async def test_each_user_sees_only_the_orders_it_may(client, admin):
     assert await listed(alice, created_from="2999-01-01T00:00:00Z") == set()
 
 
+async def test_a_seller_sees_only_its_own_lines_of_a_mixed_order_and_not_the_buyers_address(client, admin):
+    buyer = await account(client, "buyer")
+    shop, other_shop = await account(client, "seller"), await account(client, "seller")
+    mug = await new_product(client, shop, price="10.00")
+    pot = await new_product(client, other_shop, price="25.00")
+    mixed = (await order(client, buyer, [{"product_id": mug["id"], "quantity": 2},
+                                         {"product_id": pot["id"], "quantity": 1}])).json()
+    own = (await order(client, buyer, [{"product_id": mug["id"], "quantity": 1}])).json()
+    await client.post(f"/orders/{mixed['id']}/pay", headers=bearer(buyer))
+
+    seen = (await client.get(f"/orders/{mixed['id']}", headers=bearer(shop))).json()
+    assert [i["product_id"] for i in seen["items"]] == [mug["id"]] and seen["total"] == "20.00"
+    assert seen["shipping_address"] is None and seen["payment_reference"] is None and seen["partial"] is True
+    listed = (await client.get("/orders", params={"limit": 100}, headers=bearer(other_shop))).json()["items"]
+    assert [(o["total"], o["shipping_address"], [i["product_id"] for i in o["items"]]) for o in listed
+            if o["id"] == mixed["id"]] == [("25.00", None, [pot["id"]])]
+    for whole in (buyer, admin):  # the buyer and admins see all of it
+        r = (await client.get(f"/orders/{mixed['id']}", headers=bearer(whole))).json()
+        assert len(r["items"]) == 2 and r["total"] == "45.00" and r["shipping_address"]["city"] == "London"
+        assert r["payment_reference"] and r["partial"] is False
+    # the seller of every line ships the order, so it sees where to
+    single = (await client.get(f"/orders/{own['id']}", headers=bearer(shop))).json()
+    assert single["shipping_address"]["city"] == "London" and single["partial"] is False
+
+
 async def test_a_client_reads_its_own_writes_right_after_each_command(client, seller):
     buyer = await account(client, "buyer")
     p = await new_product(client, seller)
