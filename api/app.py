@@ -16,8 +16,8 @@ from api.consistency import Projected
 from api.metrics import HttpMetrics, correlate, measure_requests, metrics
 from api.probes import Broker, Recent
 from api.problems import HANDLERS
-from api.transport import guard_body, security_headers, trust_proxies
 from api.security import Tokens
+from api.transport import guard_body, security_headers, trust_proxies
 from api.wakeup import RelayWaker, wake_relay_after_commands
 from events.db import make_pool
 from events.passwords import Passwords

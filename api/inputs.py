@@ -104,7 +104,7 @@ def _check_form(body: bytes) -> None:
 
 def _decode(body: bytes) -> Any | None:
     """The body as Python values, objects with a repeated key marked; None when it is no JSON at all
-    (Litestar's own decoding then answers 400)."""
+    (Litestar's own decoding then answers 400), or just null (nothing to check)."""
     def pairs(items: list[tuple[str, Any]]) -> Any:
         seen = set()
         for key, _ in items:
