@@ -104,7 +104,7 @@ async def test_the_active_admins_guard_equals_what_the_events_say(client, own_po
     await client.post(f"/users/{buyer['id']}/role", json={"role": "admin"}, headers=bearer(second))
     await client.post(f"/users/{first['id']}/reactivate", headers=bearer(second))
     await client.post(f"/users/{second['id']}/role", json={"role": "seller"}, headers=bearer(second))
-    migration = (Path(__file__).parent.parent / "sql" / "009_active_admins.sql").read_text()
+    migration = (Path(__file__).parent.parent / "sql" / "010_active_admins.sql").read_text()
     from_events = migration[migration.index("SELECT"):].rstrip().rstrip(";")
     async with own_pool.connection() as conn:
         derived = {r[0] for r in await (await conn.execute(from_events)).fetchall()}
