@@ -73,7 +73,7 @@ async def list_events(
 async def projection_status(state: State) -> list[ProjectionStatus]:
     async with state.pool.connection() as conn:
         statuses = await database_status(conn)
-    return await with_queues(statuses, state.settings.rabbitmq_url)
+    return await with_queues(statuses, await state.broker.connection())
 
 
 ROUTES = [list_events, projection_status]

@@ -1,10 +1,9 @@
 """The Litestar application factory: the one place that wires the API process."""
 
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from litestar import Litestar
+from litestar import Litestar, Request, Response
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
@@ -12,18 +11,23 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, SecurityScheme
 
-from api import admin, auth, cart, health, orders, products, users
+from api import admin, auth, cart, health, inputs, orders, products, users
 from api.consistency import Projected
 from api.metrics import HttpMetrics, correlate, measure_requests, metrics
+from api.probes import Broker, Recent
 from api.problems import HANDLERS
 from api.security import Tokens
 from api.sessions import Sessions
+from api.transport import guard_body, security_headers, trust_proxies
 from api.wakeup import RelayWaker, wake_relay_after_commands
 from events.db import make_pool
 from events.passwords import Passwords
-from events.settings import Settings, settings as env_settings
+from events.settings import Settings
+from events.settings import settings as env_settings
 from projections.catalog import CatalogProjector
 from projections.orders import OrdersProjector
+
+API_CONNECTIONS = "orders-api"  # the pool's application_name in pg_stat_activity
 
 ROUTES = [health.health, health.ready, metrics, *auth.ROUTES, *users.ROUTES, *products.ROUTES, *orders.ROUTES,
           *cart.ROUTES, *admin.ROUTES]
@@ -44,6 +48,17 @@ def openapi() -> OpenAPIConfig:
     )
 
 
+async def before_request(request: Request) -> Response | None:
+    """OPTIONS is answered with every method of the resource: Litestar 2's own answer lists only the
+    methods of the first handler registered for a path (litestar#4169, fixed in 3.0 only), while the
+    route knows them all. Any other request's input is checked first (api/inputs.py)."""
+    if request.method == "OPTIONS":
+        route = next(r for r in request.app.routes if r.path_format == request.scope["path_template"])
+        return Response(None, status_code=204, headers={"Allow": ", ".join(sorted(route.methods))})
+    await inputs.check(request)
+    return None
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or env_settings()
     waker = RelayWaker()
@@ -58,11 +73,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
         "catalog_projector": CatalogProjector(),
         "orders_projector": OrdersProjector(),
         "http_metrics": HttpMetrics(),
+        "broker": Broker(settings.rabbitmq_url),
+        "readiness": Recent(),
+        "system_figures": Recent(),
     })
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        pool = make_pool(settings.database_url, min_size=2, max_size=16, name=f"orders-api-{os.getpid()}")
+        pool = make_pool(settings.database_url, min_size=2, max_size=16, name=API_CONNECTIONS, check=True,
+                         timeout=settings.database_timeout)
         await pool.open()
         app.state.pool = pool
         await app.state.projected.start()
@@ -72,6 +91,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         finally:
             await app.state.waker.stop()
             await app.state.projected.stop()
+            await app.state.broker.close()
             await pool.close()
 
     authentication = DefineMiddleware(auth.BearerAuth, exclude_from_auth_key="public", exclude_http_methods=["OPTIONS"],
@@ -82,6 +102,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         state=state,
         middleware=[wake_relay_after_commands, authentication],
         exception_handlers=HANDLERS,
+        before_request=before_request,
         request_max_body_size=settings.max_body_bytes,
         cors_config=CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None,
         openapi_config=openapi(),
@@ -90,5 +111,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     # Around the whole app, not as route middleware: Litestar answers an error raised in a middleware (the
     # bearer auth's 401) or in routing (404) from its outermost exception handler, past any route middleware,
     # so only out here is every response measured with the status it was sent with and tagged with its id.
-    app.asgi_handler = correlate(measure_requests(app.asgi_handler))
+    # guard_body is inside the measuring, which counts a client that left mid-body as the 499 it answers.
+    guarded = guard_body(app.asgi_handler, settings.request_body_timeout, settings.max_body_bytes)
+    app.asgi_handler = trust_proxies(correlate(measure_requests(security_headers(guarded))),
+                                     settings.forwarded_allow_ips)
     return app

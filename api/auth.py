@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.connection import ASGIConnection
-from litestar.datastructures import State
+from litestar.datastructures import CacheControlHeader, State
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
@@ -18,10 +18,13 @@ from api.security import ACCESS, REFRESH, InvalidToken, TokenPair
 from events.base import Meta as EventMeta
 from events.commands import accounts, sessions
 from events.errors import Invalid, Unauthorized
-from events.users import Actor, User
+from events.passwords import MAX_LENGTH, MIN_LENGTH
+from events.users import Actor, User, canonical_email
 
-Email = Annotated[str, Meta(min_length=3, max_length=254, pattern=r"^\s*[^@\s]+@[^@\s]+\.[^@\s]+\s*$")]
-Password = Annotated[str, Meta(min_length=8, max_length=128)]
+# Checked by events.users.canonical_email: what is an address shows only after NFKC ("ａ＠ｂ.ｃｏ"), and the
+# bound leaves room for the spaces and invisible characters it drops.
+Email = Annotated[str, Meta(min_length=1, max_length=1000, description="an email address")]
+Password = Annotated[str, Meta(min_length=MIN_LENGTH, max_length=MAX_LENGTH)]  # events.passwords checks it too
 
 
 class Caller(msgspec.Struct, frozen=True):
@@ -111,6 +114,7 @@ class RefreshIn(msgspec.Struct):
 
 
 PUBLIC = {"public": True}
+NO_STORE = CacheControlHeader(no_store=True)  # tokens must not stay in a browser's or a proxy's cache
 
 
 @post("/auth/register", opt=PUBLIC, operation_id="register", tags=["auth"], summary="Create a buyer or seller account")
@@ -138,17 +142,26 @@ async def _login_fields(request: Request) -> LoginIn:
         raise Invalid("body", "the body must be JSON {email, password} or a form with username and password") from None
 
 
-@post("/auth/login", opt=PUBLIC, operation_id="login", tags=["auth"], status_code=200,
-      summary="Exchange email and password for an access and a refresh token")
+@post("/auth/login", opt={**PUBLIC, "form": True}, operation_id="login", tags=["auth"], status_code=200,
+      cache_control=NO_STORE, summary="Exchange email and password for an access and a refresh token")
 async def login(request: Request, state: State) -> TokenPair:
     await ratelimit.limit(state.pool, request, "login", state.settings.login_rate_limit)
     fields = await _login_fields(request)
-    tokens = state.tokens
-    return tokens.pair(await sessions.login(state.pool, state.passwords, fields.email, fields.password,
-                                            tokens.refresh_expiry()))
+    # Failed logins are counted per account too, whatever the address. The hit is taken before the
+    # password is checked, so concurrent guesses cannot overrun the limit, and a success gives it back.
+    # Over the limit even the right password gets 429 (else guessing would go on), and unknown emails
+    # are counted alike, so a 429 does not tell whether an account exists.
+    failures = f"login-failed:{canonical_email(fields.email)}"
+    window = ratelimit.FAILED_LOGIN_WINDOW_SECONDS
+    await ratelimit.hit(state.pool, failures, state.settings.login_failure_limit, window,
+                        "too many failed logins for this account")
+    session = await sessions.login(state.pool, state.passwords, fields.email, fields.password,
+                                   state.tokens.refresh_expiry())
+    await ratelimit.forgive(state.pool, failures, window)
+    return state.tokens.pair(session)
 
 
-@post("/auth/refresh", opt=PUBLIC, operation_id="refresh", tags=["auth"], status_code=200,
+@post("/auth/refresh", opt=PUBLIC, operation_id="refresh", tags=["auth"], status_code=200, cache_control=NO_STORE,
       summary="Rotate a refresh token into a new token pair")
 async def refresh(data: JSONBody[RefreshIn], state: State) -> TokenPair:
     try:

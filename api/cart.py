@@ -86,7 +86,7 @@ async def checkout(data: JSONBody[CheckoutIn], request: Request, state: State) -
         order, created = await ordering.place(state.pool, request.user.id, None, data.shipping_address.address(),
                                               event_meta(request), idempotency=idempotency(request, data),
                                               order_id=order_id)
-        return await placed(state, order, created, watch)
+        return await placed(state, order, created, request.user.actor, watch)
 
 
 ROUTES = [get_cart, set_item, remove_item, empty_cart, checkout]

@@ -2,11 +2,11 @@
 
 import asyncio
 
-import aio_pika
 from litestar import Response, get
 from litestar.datastructures import State
 from psycopg_pool import AsyncConnectionPool
 
+from api.probes import Broker
 from api.problems import problem
 
 
@@ -24,19 +24,19 @@ async def _postgres_ok(pool: AsyncConnectionPool) -> bool:
         return False
 
 
-async def _rabbitmq_ok(url: str) -> bool:
-    try:
-        connection = await aio_pika.connect(url, timeout=2)
-    except Exception:
-        return False
-    await connection.close()
-    return True
+async def _rabbitmq_ok(broker: Broker) -> bool:
+    return await broker.connection() is not None
+
+
+async def _checks(state: State) -> tuple[bool, bool]:
+    return await asyncio.gather(_postgres_ok(state.pool), _rabbitmq_ok(state.broker))
 
 
 @get("/ready", operation_id="ready", tags=["operations"], summary="PostgreSQL and RabbitMQ are reachable",
      responses=None)
 async def ready(state: State) -> Response:
-    pg, mq = await asyncio.gather(_postgres_ok(state.pool), _rabbitmq_ok(state.settings.rabbitmq_url))
+    # Shared for a second by every caller (api/probes.py): a load balancer's probes stay cheap.
+    pg, mq = await state.readiness.get(lambda: _checks(state))
     checks = {"postgres": "ok" if pg else "unreachable", "rabbitmq": "ok" if mq else "unreachable"}
     if pg and mq:
         return Response({"status": "ready", "checks": checks})

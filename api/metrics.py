@@ -4,12 +4,16 @@ HTTP figures are this process's own; everything else is read at scrape time from
 RabbitMQ, so any API process answers for the whole system and no worker needs a port of its own.
 """
 
+import hmac
 import time
 import uuid
 from collections import defaultdict
 
 from litestar import Response, get
+from litestar.connection import ASGIConnection
 from litestar.datastructures import State
+from litestar.exceptions import NotAuthorizedException
+from litestar.handlers import BaseRouteHandler
 
 from events.context import correlation_id
 from projections.status import database_status, with_queues
@@ -75,9 +79,23 @@ def _gauge(name: str, help: str, samples: list[tuple[str, float]]) -> list[str]:
     return [f"# HELP {name} {help}", f"# TYPE {name} gauge", *(f"{name}{labels} {value}" for labels, value in samples)]
 
 
-@get("/metrics", opt={"public": True}, operation_id="metrics", tags=["operations"], include_in_schema=True,
-     summary="Prometheus metrics", media_type="text/plain; version=0.0.4")
+async def metrics_token(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    """With METRICS_TOKEN set, /metrics answers only to `Authorization: Bearer <METRICS_TOKEN>`."""
+    if token := connection.app.state.settings.metrics_token:
+        given = connection.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            raise NotAuthorizedException("GET /metrics needs the METRICS_TOKEN as a bearer token")
+
+
+@get("/metrics", opt={"public": True}, guards=[metrics_token], operation_id="metrics", tags=["operations"],
+     include_in_schema=True, summary="Prometheus metrics", media_type="text/plain; version=0.0.4")
 async def metrics(state: State) -> Response[str]:
+    # The system's figures are shared for a second by every caller (api/probes.py); HTTP ones are live.
+    lines = state.http_metrics.lines() + await state.system_figures.get(lambda: _system(state))
+    return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+
+
+async def _system(state: State) -> list[str]:
     async with state.pool.connection() as conn:
         statuses = await database_status(conn)
         cur = await conn.execute(
@@ -85,11 +103,10 @@ async def metrics(state: State) -> Response[str]:
             " (SELECT coalesce(extract(epoch FROM now() - min(xact_start)), 0) FROM pg_stat_activity"
             "  WHERE backend_xid IS NOT NULL AND datname = current_database())")
         appended, oldest_tx = await cur.fetchone()
-    statuses = await with_queues(statuses, state.settings.rabbitmq_url)
+    statuses = await with_queues(statuses, await state.broker.connection())
     relay = next(s for s in statuses if s.name == "relay")
     projections = [s for s in statuses if s.name != "relay"]
-    lines = state.http_metrics.lines()
-    lines += _gauge("orders_events_appended", "Position of the newest event in the store.", [("", appended)])
+    lines = _gauge("orders_events_appended", "Position of the newest event in the store.", [("", appended)])
     lines += _gauge("orders_events_published", "Position up to which the relay has published (confirmed).",
                     [("", relay.checkpoint)])
     lines += _gauge("orders_relay_lag_seconds", "Age of the oldest event the relay has not published.",
@@ -108,7 +125,7 @@ async def metrics(state: State) -> Response[str]:
     lines += _gauge("orders_oldest_transaction_seconds",
                     "Age of the oldest open writing transaction: readers of the event store wait for it.",
                     [("", round(float(oldest_tx), 3))])
-    return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+    return lines
 
 
 def correlate(app):

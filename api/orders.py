@@ -19,6 +19,7 @@ from events import orders
 from events.commands import ordering
 from events.errors import Invalid, NotFound
 from events.orders import Address, Order, Status
+from events.users import Actor
 from projections import orders as order_rows
 
 Text = Annotated[str, Meta(min_length=1, max_length=200)]
@@ -33,8 +34,8 @@ class AddressIn(msgspec.Struct, forbid_unknown_fields=True):
     line2: Annotated[str, Meta(max_length=200)] = ""
 
     def address(self) -> Address:
-        return Address(name=self.name, line1=self.line1, line2=self.line2, city=self.city,
-                       postal_code=self.postal_code, country=self.country.upper())
+        return orders.shipping_address(name=self.name, line1=self.line1, line2=self.line2, city=self.city,
+                                       postal_code=self.postal_code, country=self.country)
 
 
 class ItemIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -68,15 +69,16 @@ class OrderOut(msgspec.Struct):
     id: uuid.UUID
     status: Status
     items: list[LineOut]
-    total: str
+    total: str  # of the items shown
     currency: str
     buyer_id: uuid.UUID
-    shipping_address: Address
+    shipping_address: Address | None  # null for a seller of only some lines (events.orders.sees_whole)
     payment_reference: str | None
     refund: str | None
     version: int
     created_at: datetime
     updated_at: datetime
+    partial: bool = False  # a seller of some lines: only its lines, their total, no address or payment
 
 
 class OrderPage(msgspec.Struct):
@@ -88,13 +90,18 @@ def _money(d: Decimal | None) -> str | None:
     return None if d is None else f"{d:.2f}"
 
 
-def out(o: Order) -> OrderOut:
+def out(o: Order, viewer: Actor) -> OrderOut:
+    """The order as `viewer` may see it (events.orders.sees_whole)."""
+    whole = orders.sees_whole(o, viewer)
+    lines = orders.lines_seen(o, viewer)
     return OrderOut(
-        id=o.id, status=o.status, total=_money(o.total), currency=o.currency, buyer_id=o.buyer_id,
+        id=o.id, status=o.status, total=_money(o.total if whole else sum(ln.line_total for ln in lines)),
+        currency=o.currency, buyer_id=o.buyer_id,
         items=[LineOut(product_id=ln.product_id, seller_id=ln.seller_id, name=ln.name, quantity=ln.quantity,
-                       unit_price=_money(ln.unit_price), line_total=_money(ln.line_total)) for ln in o.lines],
-        shipping_address=o.shipping_address, payment_reference=o.payment_reference, refund=_money(o.refund),
-        version=o.version, created_at=o.created_at, updated_at=o.updated_at)
+                       unit_price=_money(ln.unit_price), line_total=_money(ln.line_total)) for ln in lines],
+        shipping_address=o.shipping_address if whole else None,
+        payment_reference=o.payment_reference if whole else None, refund=_money(o.refund) if whole else None,
+        version=o.version, created_at=o.created_at, updated_at=o.updated_at, partial=not whole)
 
 
 def idempotency(request: Request, body: object) -> tuple[str, bytes] | None:
@@ -116,12 +123,13 @@ def watch_order(state: State, order_id: uuid.UUID):
     return state.projected.watch("orders", orders.stream(order_id))
 
 
-async def placed(state: State, order: Order, created: bool, watch: Watch | None = None) -> Response[OrderOut]:
+async def placed(state: State, order: Order, created: bool, viewer: Actor,
+                 watch: Watch | None = None) -> Response[OrderOut]:
     await read_your_write(state, order, watch if created else None)  # a replay's order is an earlier one
     headers = {"Location": f"/orders/{order.id}"}
     if not created:
         headers["Idempotent-Replayed"] = "true"
-    return Response(out(order), status_code=201, headers=headers)
+    return Response(out(order, viewer), status_code=201, headers=headers)
 
 
 @post("/orders", guards=[requires("buyer")], operation_id="placeOrder", tags=["orders"],
@@ -133,7 +141,7 @@ async def place_order(data: JSONBody[OrderIn], request: Request, state: State) -
             state.pool, request.user.id, [(i.product_id, i.quantity) for i in data.items],
             data.shipping_address.address(), event_meta(request), idempotency=idempotency(request, data),
             order_id=order_id)
-        return await placed(state, order, created, watch)
+        return await placed(state, order, created, request.user.actor, watch)
 
 
 async def _current(state: State, order_id: uuid.UUID) -> Order | None:
@@ -153,7 +161,7 @@ async def get_order(order_id: FromPath[uuid.UUID], request: Request, state: Stat
     order = await _current(state, order_id)
     if not orders.visible(order, request.user.actor):
         raise NotFound("no such order")
-    return out(order)
+    return out(order, request.user.actor)
 
 
 _NEWEST_FIRST = Sort(("created_at", "id"), ("timestamptz", "uuid"), descending=True)
@@ -187,7 +195,7 @@ async def list_orders(
     async with state.pool.connection() as conn:  # two queries a page: the orders, then their lines
         cur = await conn.execute(query, [*params, pager.fetch])
         found, next_cursor = pager.page((await order_rows.orders_of(conn, await cur.fetchall())).values())
-    return OrderPage(items=[out(o) for o in found], next_cursor=next_cursor)
+    return OrderPage(items=[out(o, request.user.actor) for o in found], next_cursor=next_cursor)
 
 
 async def _transition(request: Request, state: State, order_id: uuid.UUID, decide, moves_stock: bool) -> OrderOut:
@@ -195,7 +203,7 @@ async def _transition(request: Request, state: State, order_id: uuid.UUID, decid
         order = await ordering.transition(state.pool, order_id, request.user.actor, decide, event_meta(request),
                                           moves_stock=moves_stock)
         await read_your_write(state, order, watch)
-    return out(order)
+    return out(order, request.user.actor)
 
 
 @post("/orders/{order_id:uuid}/pay", operation_id="payOrder", tags=["orders"], status_code=200,

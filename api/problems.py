@@ -3,15 +3,18 @@
 import logging
 from http import HTTPStatus
 
+import psycopg
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
+from api.transport import ClientDisconnected
 from events import errors
 from events.store import WrongExpectedVersion
 
 log = logging.getLogger(__name__)
 
 PROBLEM = "application/problem+json"
+RETRY_AFTER = "2"  # seconds, on a 503
 
 _STATUS = {
     errors.Invalid: 422,
@@ -61,6 +64,21 @@ def _version_conflict(_: Request, exc: WrongExpectedVersion) -> Response:
     return problem(409, "the resource was changed by another request; reload and retry", title="Conflict")
 
 
+def _database_unavailable(request: Request, exc: psycopg.OperationalError) -> Response:
+    # No connection within DATABASE_TIMEOUT (PoolTimeout), or the server ended the connection under a
+    # statement: the database is down, restarting or failing over. Nothing is retried here: the client
+    # may retry (an order with its Idempotency-Key is placed once, however often it is sent).
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, str(exc).strip())
+    return problem(503, "the database is unavailable; try again shortly", headers={"Retry-After": RETRY_AFTER})
+
+
+def _client_disconnected(request: Request, _: ClientDisconnected) -> Response:
+    # Nobody reads this answer; its status is what the metrics count (499, as nginx names it), so that a
+    # client that leaves is not taken for a server error.
+    log.info("the client disconnected while sending the body of %s %s", request.method, request.url.path)
+    return Response(None, status_code=499)
+
+
 def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem(500, "an unexpected error occurred")
@@ -71,6 +89,8 @@ HANDLERS = {
     HTTPException: _http,
     errors.DomainError: _domain,
     WrongExpectedVersion: _version_conflict,
+    ClientDisconnected: _client_disconnected,
+    psycopg.OperationalError: _database_unavailable,  # PoolTimeout included
     Exception: _unexpected,
 }
 

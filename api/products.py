@@ -2,7 +2,6 @@
 
 import uuid
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
 from enum import Enum
 from typing import Annotated
 
@@ -17,7 +16,7 @@ from api.pagination import Pager, Sort
 from events import product_state, products
 from events.commands import catalog
 from events.errors import Invalid, NotFound
-from events.money import parse_currency, parse_price
+from events.money import parse_bound, parse_currency, parse_price
 from events.products import Product
 from projections import catalog as rows
 
@@ -30,7 +29,7 @@ Quantity = Annotated[int, Meta(ge=1, le=1_000_000)]
 
 class ProductIn(msgspec.Struct, forbid_unknown_fields=True):
     name: Name
-    price: Decimal
+    price: str  # "19.99": money is a string (events.money)
     stock: Annotated[int, Meta(ge=0, le=1_000_000_000)]
     currency: str | None = None
     description: Description = ""
@@ -41,7 +40,7 @@ class ProductIn(msgspec.Struct, forbid_unknown_fields=True):
 class ProductPatch(msgspec.Struct, forbid_unknown_fields=True):
     name: Name | UnsetType = UNSET
     description: Description | UnsetType = UNSET
-    price: Decimal | UnsetType = UNSET
+    price: str | UnsetType = UNSET
     currency: str | UnsetType = UNSET
     sku: Sku | None | UnsetType = UNSET
     image_url: ImageUrl | None | UnsetType = UNSET
@@ -109,7 +108,7 @@ SELLERS = [requires("seller", "admin")]
 @post("/products", guards=SELLERS, operation_id="createProduct", tags=["products"], summary="Add a product")
 async def create_product(data: JSONBody[ProductIn], request: Request, state: State) -> Response[ProductOut]:
     fields = {
-        "name": data.name.strip(), "description": data.description, "price": parse_price(data.price),
+        "name": data.name, "description": data.description, "price": parse_price(data.price),
         "currency": parse_currency(data.currency or state.settings.default_currency), "stock": data.stock,
         "sku": data.sku, "image_url": data.image_url,
     }
@@ -129,8 +128,6 @@ async def update_product(product_id: FromPath[uuid.UUID], data: JSONBody[Product
         changes["price"] = parse_price(changes["price"])
     if "currency" in changes:
         changes["currency"] = parse_currency(changes["currency"])
-    if isinstance(changes.get("name"), str):
-        changes["name"] = changes["name"].strip()
     caller = request.user
     product = await catalog.change(
         state.pool, product_id, lambda p: products.update(p, caller.actor, changes),
@@ -196,18 +193,6 @@ _SORTS = {
 }
 
 
-def _bound(value: str | None, field: str) -> Decimal | None:
-    if value is None:
-        return None
-    try:
-        bound = Decimal(value)
-    except InvalidOperation:
-        raise Invalid(field, "must be a decimal number such as 10 or 19.99") from None
-    if not bound.is_finite() or bound < 0:
-        raise Invalid(field, "must be zero or more")
-    return bound
-
-
 @get("/products", opt=PUBLIC, operation_id="listProducts", tags=["products"],
      summary="Live products, filtered, sorted and paged by an opaque cursor")
 async def list_products(
@@ -228,9 +213,9 @@ async def list_products(
         where.append("search @@ websearch_to_tsquery('simple', %s)")
         params.append(q)
     for bound, op, field in ((min_price, ">=", "min_price"), (max_price, "<=", "max_price")):
-        if (value := _bound(bound, field)) is not None:
+        if bound is not None:
             where.append(f"price {op} %s")
-            params.append(value)
+            params.append(parse_bound(bound, field))
     if currency:
         where.append("currency = %s")
         params.append(parse_currency(currency))

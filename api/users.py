@@ -68,7 +68,7 @@ def _admin_out(user) -> AdminUserOut:
 
 
 @post("/users/{user_id:uuid}/role", guards=ADMIN, operation_id="changeRole", tags=["users"], status_code=200,
-      summary="Give a user another role")
+      summary="Give a user another role (409 for the last active admin)")
 async def change_role(user_id: FromPath[uuid.UUID], data: JSONBody[RoleIn], request: Request, state: State) -> AdminUserOut:
     user = await accounts.change_role(state.pool, user_id, data.role, event_meta(request))
     state.sessions.forget(f"user {user_id}")  # this process at once; the others by notification
@@ -76,11 +76,18 @@ async def change_role(user_id: FromPath[uuid.UUID], data: JSONBody[RoleIn], requ
 
 
 @post("/users/{user_id:uuid}/deactivate", guards=ADMIN, operation_id="deactivateUser", tags=["users"],
-      status_code=200, summary="Deactivate a user; their tokens stop working at once")
+      status_code=200,
+      summary="Deactivate a user; their tokens stop working at once (409 for the last active admin)")
 async def deactivate(user_id: FromPath[uuid.UUID], request: Request, state: State) -> AdminUserOut:
     user = await accounts.deactivate(state.pool, user_id, event_meta(request))
     state.sessions.forget(f"user {user_id}")
     return _admin_out(user)
 
 
-ROUTES = [list_users, change_role, deactivate]
+@post("/users/{user_id:uuid}/reactivate", guards=ADMIN, operation_id="reactivateUser", tags=["users"],
+      status_code=200, summary="Reactivate a deactivated user; they log in again")
+async def reactivate(user_id: FromPath[uuid.UUID], request: Request, state: State) -> AdminUserOut:
+    return _admin_out(await accounts.reactivate(state.pool, user_id, event_meta(request)))
+
+
+ROUTES = [list_users, change_role, deactivate, reactivate]

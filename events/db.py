@@ -1,9 +1,11 @@
 """Connections and migrations."""
 
+import asyncio
 import logging
+import select
 
 import psycopg
-from psycopg import sql
+from psycopg import AsyncConnection, sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
@@ -15,11 +17,45 @@ log = logging.getLogger(__name__)
 MIGRATE_LOCK = 7_420_001
 
 
-def make_pool(url: str, *, min_size: int = 2, max_size: int = 10, name: str | None = None) -> AsyncConnectionPool:
+def make_pool(url: str, *, min_size: int = 2, max_size: int = 10, name: str | None = None, check: bool = False,
+              timeout: float = 30.0) -> AsyncConnectionPool:
     """A pool of autocommit connections; transactions are explicit (`async with conn.transaction()`).
-    `name` is the connections' application_name: who is who in pg_stat_activity."""
+
+    `name` is the connections' application_name (pg_stat_activity shows it). With `check`, a connection
+    the server ended while it sat idle (a restart, a failover, pg_terminate_backend) is replaced as it
+    leaves the pool, before anyone uses it; no statement is ever retried, so a command cannot be applied
+    twice. `timeout` is how long a caller waits for a connection before PoolTimeout."""
     kwargs = {"autocommit": True, **({"application_name": name} if name else {})}
-    return AsyncConnectionPool(url, min_size=min_size, max_size=max_size, open=False, kwargs=kwargs)
+    checker = _Check() if check else None
+    pool = AsyncConnectionPool(url, min_size=min_size, max_size=max_size, open=False, kwargs=kwargs, timeout=timeout,
+                               check=checker)
+    if checker:
+        checker.pool = pool
+    return pool
+
+
+class _Check:
+    """The pool's check of a connection leaving it."""
+
+    def __init__(self) -> None:
+        self.pool: AsyncConnectionPool | None = None
+        self._sweep: asyncio.Task | None = None
+
+    async def __call__(self, conn: AsyncConnection) -> None:
+        # An idle connection has nothing to read: a server that ended it has sent its goodbye (an error
+        # message, or the socket's end), so a readable socket is the only case worth a round trip.
+        # Checking every connection by query would add a round trip to every request.
+        if not conn.closed and not select.select([conn.pgconn.socket], [], [], 0)[0]:
+            return
+        try:
+            await AsyncConnectionPool.check_connection(conn)
+        except Exception:
+            # The same restart has most likely ended every idle connection, and the pool makes a caller
+            # whose checks keep failing wait 1 s, then 2, then 4 before each next one: a caller could
+            # spend its whole timeout on them. So the idle ones are all checked (and replaced) now.
+            if self._sweep is None or self._sweep.done():
+                self._sweep = asyncio.create_task(self.pool.check())
+            raise
 
 
 async def create_database(url: str) -> bool:

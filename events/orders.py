@@ -13,6 +13,7 @@ from events import products
 from events.base import Event, event
 from events.errors import Conflict, Forbidden, Invalid, NotFound
 from events.products import Product
+from events.text import required
 from events.users import Actor
 
 
@@ -36,6 +37,15 @@ class Address(msgspec.Struct, frozen=True, kw_only=True):
     city: str
     postal_code: str
     country: str
+
+
+def shipping_address(*, name: str, line1: str, line2: str, city: str, postal_code: str, country: str) -> Address:
+    """An address to ship to, each line without surrounding spaces; a required line that shows nothing
+    is Invalid, named as the request names it (`shipping_address.city`)."""
+    def line(field: str, value: str) -> str:
+        return required(value, f"shipping_address.{field}")
+    return Address(name=line("name", name), line1=line("line1", line1), line2=line2.strip(), city=line("city", city),
+                   postal_code=line("postal_code", postal_code), country=country.upper())
 
 
 @event("order.placed")
@@ -184,6 +194,18 @@ def visible(order: Order | None, actor: Actor) -> bool:
         return False
     held = keys(actor)
     return held is None or not set(held).isdisjoint(viewers(order))
+
+
+# What of an order a viewer sees. The buyer, admins and a seller of every line see all of it. A seller of
+# some lines of a mixed order sees those lines only: not the other sellers' products, prices and
+# quantities, nor the buyer's address and payment, which it does not need: a mixed order is shipped by
+# an admin (see may_fulfil), never by one of its sellers.
+def sees_whole(order: Order, actor: Actor) -> bool:
+    return actor.is_admin or order.buyer_id == actor.id or may_fulfil(order, actor)
+
+
+def lines_seen(order: Order, actor: Actor) -> list[Line]:
+    return order.lines if sees_whole(order, actor) else [ln for ln in order.lines if ln.seller_id == actor.id]
 
 
 def _require(order: Order | None, *statuses: str) -> Order:

@@ -4,7 +4,16 @@ import asyncio
 
 from passlib.context import CryptContext
 
+from events.errors import Invalid
 from events.settings import Settings
+
+MIN_LENGTH, MAX_LENGTH = 8, 128
+
+
+def check_password(password: str) -> None:
+    """What a new password must be, wherever it comes from (the API, the command line)."""
+    if not MIN_LENGTH <= len(password) <= MAX_LENGTH:
+        raise Invalid("password", f"must be {MIN_LENGTH} to {MAX_LENGTH} characters")
 
 
 class Passwords:

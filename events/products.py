@@ -17,6 +17,7 @@ from msgspec import UNSET, UnsetType
 
 from events.base import Event, event
 from events.errors import Conflict, Forbidden, Invalid, NotFound
+from events.text import required
 from events.users import Actor
 
 MANUAL = "manual"
@@ -170,6 +171,7 @@ def evolve(state: Product | None, e: Event, version: int, at: datetime) -> Produ
 
 
 def create(product_id: uuid.UUID, seller_id: uuid.UUID, fields: dict, now: datetime) -> list[Event]:
+    fields = {**fields, "name": required(fields["name"], "name")}
     return [ProductCreated(product_id=product_id, seller_id=seller_id, created_at=now, **fields)]
 
 
@@ -183,6 +185,8 @@ def _owned(product: Product | None, actor: Actor) -> Product:
 
 def update(product: Product | None, actor: Actor, changes: dict) -> list[Event]:
     product = _owned(product, actor)
+    if "name" in changes:
+        changes = {**changes, "name": required(changes["name"], "name")}
     changed = {k: v for k, v in changes.items() if getattr(product, k) != v}
     return [ProductUpdated(product_id=product.id, **changed)] if changed else []
 

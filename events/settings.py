@@ -14,6 +14,7 @@ DEV_SECRET = "dev-only-secret-never-use-in-production!!"
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str = "postgresql://postgres@127.0.0.1:5432/orders"
     rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    database_timeout: float = 5.0  # seconds an API request waits for a database connection (then 503)
     dev_mode: bool = False
     jwt_secret: str = DEV_SECRET
     jwt_issuer: str = "orders"
@@ -25,7 +26,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     cors_origins: tuple[str, ...] = ()
     login_rate_limit: int = 10  # requests per minute per client address
     register_rate_limit: int = 10
+    login_failure_limit: int = 10  # failed logins per account per 15 minutes, from any address
     max_body_bytes: int = 1_048_576
+    request_body_timeout: float = 10.0  # seconds a client has to send a request's whole body
+    forwarded_allow_ips: str = ""  # proxies whose X-Forwarded-For is believed: none unless configured
     default_currency: str = "USD"
     ryw_timeout: float = 2.0  # seconds a command waits for its projection (read-your-writes)
     order_payment_timeout: float = 1800.0  # seconds an order may stay unpaid before it expires
@@ -41,6 +45,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     relay_poll_seconds: float = 1.0
     projection_max_attempts: int = 5
     projection_retry_seconds: float = 1.0  # first retry's backoff; it doubles on each attempt, up to a minute
+    metrics_token: str = ""  # when set, GET /metrics needs it as a bearer token
     log_level: str = "INFO"
     log_format: str = "json"  # or "text"
 
@@ -48,6 +53,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 _ENV = {
     "DATABASE_URL": "database_url",
     "RABBITMQ_URL": "rabbitmq_url",
+    "DATABASE_TIMEOUT": "database_timeout",
     "ORDERS_DEV_MODE": "dev_mode",
     "JWT_SECRET": "jwt_secret",
     "JWT_ISSUER": "jwt_issuer",
@@ -59,7 +65,10 @@ _ENV = {
     "CORS_ORIGINS": "cors_origins",
     "LOGIN_RATE_LIMIT": "login_rate_limit",
     "REGISTER_RATE_LIMIT": "register_rate_limit",
+    "LOGIN_FAILURE_LIMIT": "login_failure_limit",
     "MAX_BODY_BYTES": "max_body_bytes",
+    "REQUEST_BODY_TIMEOUT": "request_body_timeout",
+    "FORWARDED_ALLOW_IPS": "forwarded_allow_ips",
     "DEFAULT_CURRENCY": "default_currency",
     "READ_YOUR_WRITES_TIMEOUT": "ryw_timeout",
     "ORDER_PAYMENT_TIMEOUT": "order_payment_timeout",
@@ -75,6 +84,7 @@ _ENV = {
     "PROJECTION_PARTITIONS": "projection_partitions",
     "PROJECTION_MAX_ATTEMPTS": "projection_max_attempts",
     "PROJECTION_RETRY_SECONDS": "projection_retry_seconds",
+    "METRICS_TOKEN": "metrics_token",
     "LOG_LEVEL": "log_level",
     "LOG_FORMAT": "log_format",
 }

@@ -2,6 +2,7 @@
 
 import aio_pika
 import msgspec
+from aio_pika.abc import AbstractConnection
 from psycopg import AsyncConnection
 
 from events import broker, store
@@ -37,33 +38,36 @@ async def database_status(conn: AsyncConnection) -> list[ProjectionStatus]:
     return result
 
 
-async def with_queues(statuses: list[ProjectionStatus], rabbitmq_url: str,
-                      partitions: int | None = None) -> list[ProjectionStatus]:
-    """Adds message counts of each projection's queues (all its partitions) and dead-letter queues,
-    left empty if RabbitMQ is unreachable or a queue is not declared yet."""
-    partitions = settings().projection_partitions if partitions is None else partitions
+async def connect(rabbitmq_url: str, **options) -> AbstractConnection | None:
+    """A connection to RabbitMQ for `with_queues`, or None when it cannot be reached."""
     try:
-        connection = await aio_pika.connect(rabbitmq_url, timeout=5)
+        return await aio_pika.connect(rabbitmq_url, **{"timeout": 5, **options})
     except Exception:
+        return None
+
+
+async def with_queues(statuses: list[ProjectionStatus], connection: AbstractConnection | None,
+                      partitions: int | None = None) -> list[ProjectionStatus]:
+    """Adds message counts of each projection's queues (all its partitions) and dead-letter queues (left
+    empty without a connection, or while a queue is not declared yet)."""
+    if connection is None:
         return statuses
-    async with connection:
-        for s in statuses:
-            if s.name == "relay":
-                continue
-            queues = broker.partition_queues(s.name, partitions)
-            for attr, names in (("queued", queues), ("dead_lettered", [broker.dlq(q) for q in queues])):
-                counts = [await _message_count(connection, name) for name in names]
-                if None not in counts:
-                    setattr(s, attr, sum(counts))
+    partitions = settings().projection_partitions if partitions is None else partitions
+    for s in statuses:
+        if s.name == "relay":
+            continue
+        queues = broker.partition_queues(s.name, partitions)
+        for attr, names in (("queued", queues), ("dead_lettered", [broker.dlq(q) for q in queues])):
+            counts = [await _message_count(connection, name) for name in names]
+            if None not in counts:
+                setattr(s, attr, sum(counts))
     return statuses
 
 
-async def _message_count(connection: aio_pika.abc.AbstractConnection, queue: str) -> int | None:
-    channel = await connection.channel()
+async def _message_count(connection: AbstractConnection, queue: str) -> int | None:
     try:
-        declared = await channel.declare_queue(queue, passive=True)
+        async with connection.channel() as channel:  # the broker closes it if the queue is missing
+            declared = await channel.declare_queue(queue, passive=True)
     except aio_pika.exceptions.ChannelClosed:
         return None  # not declared yet
-    count = declared.declaration_result.message_count
-    await channel.close()
-    return count
+    return declared.declaration_result.message_count

@@ -28,7 +28,7 @@ class Services:
         # Every test client comes from 127.0.0.1: limits high unless a test is about them.
         values = dict(database_url=self.database_url, rabbitmq_url=self.rabbitmq_url, dev_mode=True,
                       argon2_time_cost=1, argon2_memory_kib=1024, login_rate_limit=100_000,
-                      register_rate_limit=100_000)
+                      register_rate_limit=100_000, login_failure_limit=100_000)
         return Settings(**{**values, **overrides})
 
 
@@ -42,6 +42,20 @@ async def services():
     finally:
         await drop_database(s.database_url)
         await s.admin.delete_vhost(s.vhost)
+
+
+@pytest.fixture
+async def own_database(services):
+    """A migrated database of the test's own: for a test that needs the whole system to itself (the
+    only admins in it) or makes its database unreachable without disturbing the others."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    url = make_conninfo(services.database_url, dbname=f"{conninfo_to_dict(services.database_url)['dbname']}_own")
+    await migrate(url)
+    try:
+        yield url
+    finally:
+        await drop_database(url)
 
 
 @pytest.fixture(scope="session")

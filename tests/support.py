@@ -194,9 +194,11 @@ async def serve(app):
     import httpx
     import uvicorn
 
+    from api.transport import server_options
+
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="on", access_log=False))
+                                           lifespan="on", access_log=False, **server_options()))
     server.install_signal_handlers = lambda: None  # uvicorn < 0.29 API
     server.capture_signals = contextlib.nullcontext  # keep pytest's own signal handling
     task = asyncio.create_task(server.serve())
@@ -213,3 +215,15 @@ async def serve(app):
 
 async def _done(value):
     return value
+
+
+async def raw_request(port: int, head: str, body: bytes = b"", *, timeout: float = 10.0) -> bytes:
+    """Send `head` (request line and headers, without the blank line) and `body` on a fresh socket,
+    and return everything the server writes until it closes the connection; fail after `timeout`."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head.replace("\n", "\r\n").encode() + b"\r\n\r\n" + body)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), timeout)
+    finally:
+        writer.close()

@@ -76,6 +76,38 @@ async def test_register_refuses_bad_input_with_422_naming_the_field(client, chan
     assert (await client.post("/auth/login", json={"email": body["email"], "password": body["password"]})).status_code in (401, 422)
 
 
+@pytest.mark.parametrize("spelling", [
+    "jose{u}@example.com",
+    "JOSE{u}@EXAMPLE.COM",
+    "ｊｏｓｅ{u}＠ｅｘａｍｐｌｅ．ｃｏｍ",  # full-width
+    "jo\u200bse{u}@exam\u00adple.com\ufeff",  # a zero-width space, a soft hyphen, a byte-order mark
+    " jose{u}@example.com\u2060 ",
+])
+async def test_every_spelling_of_an_email_is_one_account(client, spelling):
+    local = uuid.uuid4().hex[:8]
+    first = await register(client, address=f"jose{local}@example.com")
+    again = await client.post("/auth/register", json={"email": spelling.format(u=local), "password": PASSWORD,
+                                                      "name": "Ada"})
+    assert again.status_code == 409 and again.json()["field"] == "email"
+    assert (await login(client, spelling.format(u=local)))["access_token"]
+    assert first["email"] == f"jose{local}@example.com"
+
+
+async def test_nfc_and_nfd_spellings_of_an_email_are_one_account(client):
+    local = uuid.uuid4().hex[:8]
+    nfc, nfd = f"jos\u00e9{local}@example.com", f"jose\u0301{local}@example.com"
+    assert (await register(client, address=nfd))["email"] == nfc
+    again = await client.post("/auth/register", json={"email": nfc, "password": PASSWORD, "name": "Ada"})
+    assert again.status_code == 409
+    await login(client, nfc)
+
+
+@pytest.mark.parametrize("name", ["   ", "\t\n", "\u200b", " \u00a0\u3000 "])
+async def test_a_name_of_only_spaces_is_refused(client, name):
+    r = await client.post("/auth/register", json={"email": email(), "password": PASSWORD, "name": name})
+    assert r.status_code == 422 and r.json()["field"] == "name", r.text
+
+
 async def test_twenty_concurrent_registrations_of_one_email_give_one_account(client):
     address = email()
     results = await asyncio.gather(*(
@@ -266,6 +298,56 @@ async def test_login_and_register_are_rate_limited_per_client_with_retry_after(s
     assert codes[-1] == 429
     assert r.headers["content-type"].startswith("application/problem+json")
     assert 1 <= int(r.headers["retry-after"]) <= 60
+
+
+@pytest.fixture(scope="module")
+async def limited(services):
+    """An API behind a trusted local proxy (so each request may come from another address) that allows
+    three failed logins per account."""
+    app = create_app(services.settings(login_failure_limit=3, forwarded_allow_ips="127.0.0.1"))
+    async with serve(app) as c:
+        yield c
+
+
+def from_address(i: int) -> dict:
+    return {"X-Forwarded-For": f"198.51.100.{i}"}
+
+
+async def test_failed_logins_are_limited_per_account_whatever_the_address(limited):
+    victim, bystander = await register(limited), await register(limited)
+    for i in range(3):
+        r = await limited.post("/auth/login", json={"email": victim["email"], "password": "guess"},
+                               headers=from_address(i))
+        assert r.status_code == 401
+    r = await limited.post("/auth/login", json={"email": victim["email"], "password": PASSWORD},
+                           headers=from_address(9))
+    assert r.status_code == 429 and r.headers["content-type"].startswith("application/problem+json")
+    assert 1 <= int(r.headers["retry-after"]) <= 15 * 60
+    await login(limited, bystander["email"])  # another account is not held back
+
+
+async def test_an_unknown_email_is_limited_like_an_account(limited):
+    nobody = email()
+    codes = [(await limited.post("/auth/login", json={"email": nobody, "password": "guess"},
+                                 headers=from_address(i))).status_code for i in range(4)]
+    assert codes == [401, 401, 401, 429]
+
+
+async def test_successful_logins_are_not_counted_as_failures(limited):
+    user = await register(limited)
+    for i in range(5):
+        await login(limited, user["email"])
+
+
+async def test_ended_rate_limit_windows_are_deleted(limited, pool):
+    async with pool.connection() as conn:
+        await conn.execute("INSERT INTO rate_limits (key, window_start, hits, expires_at)"
+                           " SELECT 'login:203.0.113.' || i, 1, 1, 1 FROM generate_series(1, 50) AS i")
+    await limited.post("/auth/login", json={"email": email(), "password": "guess"})
+    async with pool.connection() as conn:
+        ended = (await (await conn.execute("SELECT count(*) FROM rate_limits WHERE expires_at <= extract(epoch"
+                                           " FROM now())")).fetchone())[0]
+    assert ended == 0
 
 
 async def test_oversized_bodies_are_refused_with_413(services):

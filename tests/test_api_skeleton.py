@@ -1,3 +1,5 @@
+import uuid
+
 import pytest
 from tests.support import serve
 
@@ -41,3 +43,16 @@ async def test_an_unknown_path_is_a_404_problem(client):
     assert r.status_code == 404
     assert r.headers["content-type"].startswith("application/problem+json")
     assert r.json()["status"] == 404 and r.json()["title"] == "Not Found"
+
+
+@pytest.mark.parametrize("path, methods", [
+    ("/products", "GET, OPTIONS, POST"),
+    ("/products/ID", "DELETE, GET, OPTIONS, PATCH"),
+    ("/orders", "GET, OPTIONS, POST"),
+    ("/cart", "DELETE, GET, OPTIONS"),
+    ("/cart/items/ID", "DELETE, OPTIONS, PUT"),
+    ("/orders/ID", "GET, OPTIONS"),
+])
+async def test_options_lists_every_method_of_the_resource(client, path, methods):
+    r = await client.options(path.replace("ID", str(uuid.uuid4())))
+    assert r.status_code == 204 and r.headers["allow"] == methods

@@ -40,7 +40,7 @@ async def test_a_seller_creates_a_product_with_an_exact_price(client, seller):
 
 
 async def test_optional_fields_may_be_left_out_and_the_default_currency_applies(client, seller):
-    r = await client.post("/products", json={"name": "Plain", "price": 3, "stock": 0}, headers=bearer(seller))
+    r = await client.post("/products", json={"name": "Plain", "price": "3", "stock": 0}, headers=bearer(seller))
     assert r.status_code == 201
     assert r.json()["price"] == "3.00" and r.json()["currency"] == "USD" and r.json()["sku"] is None
 
@@ -50,10 +50,19 @@ async def test_optional_fields_may_be_left_out_and_the_default_currency_applies(
     ({"price": "0"}, "price"),
     ({"price": "1.999"}, "price"),
     ({"price": "abc"}, "price"),
+    ({"price": 19.99}, "price"),  # money is a string, never a JSON number
+    ({"price": "1_000"}, "price"),
+    ({"price": "١٠"}, "price"),
+    ({"price": " 1.00"}, "price"),
+    ({"price": "1e3"}, "price"),
+    ({"price": "10000000000"}, "price"),
+    ({"stock": "5"}, "stock"),
     ({"currency": "XYZ"}, "currency"),
     ({"stock": -1}, "stock"),
     ({"image_url": "ftp://x.example/a.png"}, "image_url"),
     ({"name": ""}, "name"),
+    ({"name": "   "}, "name"),
+    ({"name": "\u200b\u00a0"}, "name"),
 ])
 async def test_bad_product_input_is_a_422_naming_the_field(client, seller, change, field):
     r = await client.post("/products", json=product(**change), headers=bearer(seller))
@@ -92,6 +101,8 @@ async def test_owner_and_admin_patch_another_seller_gets_403(client, seller, adm
     assert stale.status_code == 412
     bad = await client.patch(f"/products/{p['id']}", json={"price": "1.001"}, headers=bearer(seller))
     assert bad.status_code == 422 and bad.json()["field"] == "price"
+    blank = await client.patch(f"/products/{p['id']}", json={"name": " \t "}, headers=bearer(seller))
+    assert blank.status_code == 422 and blank.json()["field"] == "name"
     assert (await client.patch(f"/products/{uuid.uuid4()}", json={"name": "x"}, headers=bearer(seller))).status_code == 404
 
 
@@ -188,6 +199,12 @@ async def test_filters_narrow_the_listing(client):
     ({"limit": 0}, "limit"),
     ({"cursor": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}, "cursor"),
     ({"min_price": "cheap"}, "min_price"),
+    ({"min_price": "1e999999999"}, "min_price"),
+    ({"max_price": "1e999999999"}, "max_price"),
+    ({"min_price": "1e-999999999"}, "min_price"),
+    ({"max_price": "9" * 100}, "max_price"),
+    ({"max_price": "0.001"}, "max_price"),
+    ({"min_price": "١"}, "min_price"),
     ({"sort": "popularity"}, "sort"),
     ({"currency": "XXX1"}, "currency"),
 ])

@@ -28,22 +28,73 @@ def test_registering_folds_into_an_active_user_at_version_one():
 
 def test_a_role_change_records_the_previous_role_and_the_same_role_records_nothing():
     user = new_user()
-    [changed] = users.change_role(user, "seller")
+    [changed] = users.change_role(user, "seller", other_admins=0)
     assert (changed.role, changed.previous_role) == ("seller", "buyer")
-    assert users.change_role(user, "buyer") == []
+    assert users.change_role(user, "buyer", other_admins=0) == []
     after = advance(users.evolve, user, [changed], T1)
     assert (after.role, after.version, after.updated_at) == ("seller", 2, T1)
 
 
 def test_deactivating_twice_is_a_conflict_and_a_missing_user_is_not_found():
-    user = advance(users.evolve, new_user(), users.deactivate(new_user()), T1)
+    user = advance(users.evolve, new_user(), users.deactivate(new_user(), other_admins=0), T1)
     assert user.active is False
     with pytest.raises(Conflict):
-        users.deactivate(user)
+        users.deactivate(user, other_admins=0)
     with pytest.raises(NotFound):
-        users.deactivate(None)
+        users.deactivate(None, other_admins=0)
     with pytest.raises(NotFound):
-        users.change_role(None, "admin")
+        users.change_role(None, "admin", other_admins=0)
+
+
+def test_the_last_active_admin_is_neither_demoted_nor_deactivated():
+    admin = new_user("admin")
+    for refused in (lambda: users.change_role(admin, "buyer", other_admins=0),
+                    lambda: users.deactivate(admin, other_admins=0)):
+        with pytest.raises(Conflict) as conflict:
+            refused()
+        assert conflict.value.extra["reason"] == "last_admin"
+    assert users.change_role(admin, "seller", other_admins=1) and users.deactivate(admin, other_admins=1)
+    assert users.change_role(new_user("seller"), "buyer", other_admins=0)  # not an admin: no rule
+
+
+def test_a_deactivated_user_is_reactivated_once_and_promotion_makes_an_active_admin():
+    gone = advance(users.evolve, new_user(), users.deactivate(new_user(), other_admins=0), T1)
+    back = advance(users.evolve, gone, users.reactivate(gone), T1)
+    assert back.active and back.version == 3
+    with pytest.raises(Conflict):
+        users.reactivate(back)
+    promoted = advance(users.evolve, gone, users.promote(gone), T1)
+    assert users.is_active_admin(promoted)
+    assert users.promote(advance(users.evolve, None, users.register(uuid.uuid4(), "a@example.com", "Ada", "admin",
+                                                                    T0), T0)) == []
+
+
+@pytest.mark.parametrize("typed", ["Ada@Example.COM", "ａｄａ＠ｅｘａｍｐｌｅ．ｃｏｍ", "a\u200bda@example.com\ufeff",
+                                   " ada@exam\u00adple.com ", "ADA@EXAMPLE.COM\u2060"])
+def test_every_spelling_of_an_email_has_one_canonical_form(typed):
+    assert users.canonical_email(typed) == "ada@example.com"
+
+
+def test_an_email_keeps_its_letters_in_one_normal_form():
+    assert users.canonical_email("Jose\u0301@example.com") == users.canonical_email("jos\u00e9@example.com") \
+        == "jos\u00e9@example.com"
+    assert users.canonical_email("STRASSE@example.com") == users.canonical_email("straße@example.com")
+
+
+@pytest.mark.parametrize("typed", ["notanemail", "a@b", "a b@example.com", "@example.com", "a@@example.com",
+                                   "\u200b@example.com", "a\x01@example.com", "a" * 250 + "@example.com"])
+def test_what_is_no_email_address_is_invalid(typed):
+    with pytest.raises(Invalid) as refused:
+        users.canonical_email(typed)
+    assert refused.value.field == "email"
+
+
+def test_a_name_must_show_something_and_loses_its_surrounding_spaces():
+    assert advance(users.evolve, None, users.register(uuid.uuid4(), "a@example.com", " Ada ", "buyer", T0),
+                   T0).name == "Ada"
+    for blank in ("", "  ", "\u200b\u200d", "\u3000"):
+        with pytest.raises(Invalid):
+            users.register(uuid.uuid4(), "a@example.com", blank, "buyer", T0)
 
 
 def test_an_event_of_another_kind_only_moves_the_version():
@@ -250,6 +301,16 @@ def test_an_order_is_visible_to_its_buyer_its_sellers_and_admins_only():
     assert orders.keys(Actor(SELLER.id, "buyer")) == [f"buyer:{SELLER.id}"]
     assert orders.keys(ADMIN) is None
     assert not orders.visible(None, ADMIN)
+
+
+def test_a_seller_of_some_lines_sees_those_lines_only():
+    mine, theirs = new_product(), advance(products.evolve, None, products.create(
+        uuid.uuid4(), OTHER_SELLER.id, FIELDS, T0), T0)
+    mixed, whole = placed_order(mine, theirs), placed_order(mine)
+    assert not orders.sees_whole(mixed, SELLER)
+    assert [ln.product_id for ln in orders.lines_seen(mixed, SELLER)] == [mine.id]
+    assert all(orders.sees_whole(mixed, a) for a in (BUYER, ADMIN, SYSTEM))
+    assert orders.sees_whole(whole, SELLER)  # it ships this one
 
 
 def test_a_fold_of_a_stream_equals_advancing_one_event_at_a_time():

@@ -72,6 +72,15 @@ async def test_bad_orders_are_a_422_naming_the_field(client, seller, buyer, item
     assert await stock(client, p["id"]) == 10
 
 
+@pytest.mark.parametrize("field", ["name", "line1", "city", "postal_code"])
+async def test_an_address_line_of_only_spaces_is_a_422_naming_it(client, seller, buyer, field):
+    p = await new_product(client, seller)
+    r = await client.post("/orders", json={"items": [{"product_id": p["id"], "quantity": 1}],
+                                           "shipping_address": {**ADDRESS, field: " \u200b "}}, headers=bearer(buyer))
+    assert r.status_code == 422 and r.json()["field"] == f"shipping_address.{field}", r.text
+    assert await stock(client, p["id"]) == 10
+
+
 async def test_unknown_discontinued_and_mixed_currency_orders_are_refused_whole(client, seller, buyer):
     good = await new_product(client, seller, stock=4)
     gone = await new_product(client, seller)
@@ -209,6 +218,31 @@ async def test_each_user_sees_only_the_orders_it_may(client, admin):
     assert await listed(alice, status="paid") == {mixed["id"]}
     assert await listed(alice, status="pending") == {mine["id"]}
     assert await listed(alice, created_from="2999-01-01T00:00:00Z") == set()
+
+
+async def test_a_seller_sees_only_its_own_lines_of_a_mixed_order_and_not_the_buyers_address(client, admin):
+    buyer = await account(client, "buyer")
+    shop, other_shop = await account(client, "seller"), await account(client, "seller")
+    mug = await new_product(client, shop, price="10.00")
+    pot = await new_product(client, other_shop, price="25.00")
+    mixed = (await order(client, buyer, [{"product_id": mug["id"], "quantity": 2},
+                                         {"product_id": pot["id"], "quantity": 1}])).json()
+    own = (await order(client, buyer, [{"product_id": mug["id"], "quantity": 1}])).json()
+    await client.post(f"/orders/{mixed['id']}/pay", headers=bearer(buyer))
+
+    seen = (await client.get(f"/orders/{mixed['id']}", headers=bearer(shop))).json()
+    assert [i["product_id"] for i in seen["items"]] == [mug["id"]] and seen["total"] == "20.00"
+    assert seen["shipping_address"] is None and seen["payment_reference"] is None and seen["partial"] is True
+    listed = (await client.get("/orders", params={"limit": 100}, headers=bearer(other_shop))).json()["items"]
+    assert [(o["total"], o["shipping_address"], [i["product_id"] for i in o["items"]]) for o in listed
+            if o["id"] == mixed["id"]] == [("25.00", None, [pot["id"]])]
+    for whole in (buyer, admin):  # the buyer and admins see all of it
+        r = (await client.get(f"/orders/{mixed['id']}", headers=bearer(whole))).json()
+        assert len(r["items"]) == 2 and r["total"] == "45.00" and r["shipping_address"]["city"] == "London"
+        assert r["payment_reference"] and r["partial"] is False
+    # the seller of every line ships the order, so it sees where to
+    single = (await client.get(f"/orders/{own['id']}", headers=bearer(shop))).json()
+    assert single["shipping_address"]["city"] == "London" and single["partial"] is False
 
 
 async def test_a_client_reads_its_own_writes_right_after_each_command(client, seller):

@@ -49,6 +49,9 @@ async def test_orders_run_becomes_ready_and_stops_cleanly_on_sigterm(services):
                             env=services.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         await eventually(lambda: ready(port), timeout=60, what="/ready to answer 200")
+        async with httpx.AsyncClient() as client:  # the server options of `orders api`
+            health = await client.get(f"http://127.0.0.1:{port}/health")
+        assert "server" not in health.headers and health.headers["x-content-type-options"] == "nosniff"
         children = descendants(proc.pid)
         assert len(children) >= 2  # at least the API and the relay
         proc.send_signal(signal.SIGTERM)

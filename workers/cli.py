@@ -22,9 +22,11 @@ def _migrate(_: argparse.Namespace) -> None:
 def _api(args: argparse.Namespace) -> None:
     import uvicorn
 
+    from api.transport import server_options
+
     uvicorn.run("api.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
                 timeout_graceful_shutdown=5, log_level=settings().log_level.lower(), access_log=False,
-                log_config=None)  # keep our JSON logging
+                log_config=None, **server_options())  # log_config=None: keep our JSON logging
 
 
 def _relay(_: argparse.Namespace) -> None:
@@ -137,11 +139,16 @@ def _scrape_redrive(_: argparse.Namespace) -> None:
 def _status(_: argparse.Namespace) -> None:
     import psycopg
 
-    from projections.status import database_status, with_queues
+    from projections.status import connect, database_status, with_queues
 
     async def collect():
-        async with await psycopg.AsyncConnection.connect(settings().database_url, autocommit=True) as conn:
-            return await with_queues(await database_status(conn), settings().rabbitmq_url)
+        broker = await connect(settings().rabbitmq_url)
+        try:
+            async with await psycopg.AsyncConnection.connect(settings().database_url, autocommit=True) as conn:
+                return await with_queues(await database_status(conn), broker)
+        finally:
+            if broker is not None:
+                await broker.close()
 
     rows = asyncio.run(collect())
     print(f"{'projection':<12} {'checkpoint':>10} {'head':>10} {'behind':>8} {'lag s':>8} {'queued':>8} {'dlq':>6}")
@@ -190,39 +197,76 @@ def _asyncapi(_: argparse.Namespace) -> None:
     sys.stdout.write(render())
 
 
-def _create_admin(args: argparse.Namespace) -> None:
+def _refuse(message: str, code: int = 2) -> NoReturn:
+    """One line on stderr and the exit code: 2 for input the API would refuse too, 1 for the rest."""
+    print(f"orders: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _password(from_stdin: bool) -> str:
     import getpass
 
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    if not sys.stdin.isatty():
+        _refuse("no terminal to ask for the password on: pipe it in and pass --password-stdin")
+    password = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != password:
+        _refuse("the passwords differ")
+    return password
+
+
+def _accounts(command: Callable, actor: str) -> None:
+    """Run an account command (events.commands.accounts) with a pool of one connection; refuse what the
+    API would refuse with the same words."""
     from events.base import Meta
-    from events.commands.accounts import register
     from events.db import make_pool
-    from events.errors import Conflict
-    from events.passwords import Passwords
+    from events.errors import Conflict, Invalid, NotFound
 
-    if args.password_stdin:
-        password = sys.stdin.readline().rstrip("\n")
-    else:
-        password = getpass.getpass("password: ")
-        if getpass.getpass("again: ") != password:
-            sys.exit("the passwords differ")
-    if not 8 <= len(password) <= 128:
-        sys.exit("the password must be 8 to 128 characters")
-
-    async def create() -> None:
-        s = settings()
-        pool = make_pool(s.database_url, min_size=1, max_size=1)
+    async def run() -> None:
+        pool = make_pool(settings().database_url, min_size=1, max_size=1)
         await pool.open()
         try:
-            user = await register(pool, Passwords(s), email=args.email, password=password, name=args.name,
-                                  role="admin", meta=Meta(actor="cli:create-admin"))
+            await command(pool, Meta(actor=actor))
         finally:
             await pool.close()
-        print(f"created admin {user.email} ({user.id})")
 
     try:
-        asyncio.run(create())
-    except Conflict as exc:
-        sys.exit(str(exc))
+        asyncio.run(run())
+    except Invalid as exc:
+        _refuse(f"{exc.field}: {exc.detail}")
+    except (Conflict, NotFound) as exc:
+        _refuse(exc.detail, code=1)
+
+
+def _create_admin(args: argparse.Namespace) -> None:
+    from events.commands.accounts import register
+    from events.errors import Invalid
+    from events.passwords import Passwords
+    from events.users import canonical_email
+
+    try:  # before asking for a password
+        canonical_email(args.email)
+    except Invalid as exc:
+        _refuse(f"{exc.field}: {exc.detail}")
+    password = _password(args.password_stdin)
+
+    async def create(pool, meta) -> None:
+        user = await register(pool, Passwords(settings()), email=args.email, password=password, name=args.name,
+                              role="admin", meta=meta)
+        print(f"created admin {user.email} ({user.id})")
+
+    _accounts(create, "cli:create-admin")
+
+
+def _promote(args: argparse.Namespace) -> None:
+    from events.commands import accounts
+
+    async def promote(pool, meta) -> None:
+        user = await accounts.promote(pool, await accounts.find(pool, args.email), meta)
+        print(f"{user.email} ({user.id}) is an active admin")
+
+    _accounts(promote, "cli:promote")
 
 
 def components(host: str, port: int, fulfilment: bool = False) -> list[tuple[str, list[str]]]:
@@ -304,6 +348,9 @@ def parser() -> argparse.ArgumentParser:
     admin.add_argument("--name", default="Administrator")
     admin.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     admin.set_defaults(func=_create_admin)
+    promote = users.add_parser("promote", help="make an existing user an active admin (reactivated if need be)")
+    promote.add_argument("--email", required=True)
+    promote.set_defaults(func=_promote)
     return p
 
 

@@ -1,4 +1,5 @@
-"""Accounts: register, change a role, deactivate; the write-side `user_emails` and `credentials` tables."""
+"""Accounts: register, change a role, deactivate, reactivate; the write-side `user_emails`,
+`credentials` and `active_admins` tables."""
 
 import uuid
 from datetime import UTC, datetime
@@ -9,8 +10,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from events import store, users
 from events.base import Meta, advance, decode, fold, replay
-from events.errors import Conflict
-from events.passwords import Passwords
+from events.errors import Conflict, NotFound
+from events.passwords import Passwords, check_password
 from events.users import Role, User
 
 
@@ -21,10 +22,6 @@ SESSIONS_CHANNEL = "sessions"
 
 async def notify_sessions(conn: AsyncConnection, line: str) -> None:
     await conn.execute("SELECT pg_notify(%s, %s)", (SESSIONS_CHANNEL, line))
-
-
-def normalise_email(email: str) -> str:
-    return email.strip().lower()
 
 
 async def load_user(conn: AsyncConnection, user_id: uuid.UUID) -> User | None:
@@ -47,10 +44,12 @@ async def session_user(conn: AsyncConnection, user_id: uuid.UUID, family: uuid.U
 
 async def register(pool: AsyncConnectionPool, passwords: Passwords, *, email: str, password: str, name: str,
                    role: Role, meta: Meta) -> User:
-    email = normalise_email(email)
-    hashed = await passwords.hash(password)  # before the transaction: it is slow and needs no lock
+    email = users.canonical_email(email)
+    check_password(password)
     user_id, now = uuid.uuid4(), datetime.now(UTC)
-    events = users.register(user_id, email, name.strip(), role, now)
+    events = users.register(user_id, email, name, role, now)  # refuses bad input before the slow hash
+    hashed = await passwords.hash(password)  # before the transaction: it is slow and needs no lock
+    user = advance(users.evolve, None, events, now)
     async with pool.connection() as conn:
         try:
             async with conn.transaction():
@@ -58,27 +57,64 @@ async def register(pool: AsyncConnectionPool, passwords: Passwords, *, email: st
                 await conn.execute("INSERT INTO credentials (user_id, password_hash) VALUES (%s, %s)",
                                    (user_id, hashed))
                 await store.append(conn, users.stream(user_id), 0, events, meta)
+                await _save_admin(conn, user)
         except psycopg.errors.UniqueViolation:
             raise Conflict("an account with this email already exists", field="email") from None
-    return advance(users.evolve, None, events, now)
+    return user
+
+
+async def find(pool: AsyncConnectionPool, email: str) -> uuid.UUID:
+    """The id of the account of `email` (in any spelling)."""
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT user_id FROM user_emails WHERE email = %s", (users.canonical_email(email),))
+        row = await cur.fetchone()
+    if row is None:
+        raise NotFound("no account has this email")
+    return row[0]
+
+
+# Every change of a user takes this one lock first, then counts the active admins: two admins demoting
+# (or deactivating) each other at once are decided one after the other, so they cannot leave none.
+_ADMINS_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('active_admins', 0))"
 
 
 async def _change(pool: AsyncConnectionPool, user_id: uuid.UUID, decide, meta: Meta) -> User:
+    """`decide(user, other_admins)`: the user's new events, knowing how many other active admins there are."""
     async with pool.connection() as conn, conn.transaction():
+        await conn.execute(_ADMINS_LOCK)
+        cur = await conn.execute("SELECT count(*) FROM active_admins WHERE user_id <> %s", (user_id,))
+        other_admins = (await cur.fetchone())[0]
         user = await load_user(conn, user_id)
-        events = decide(user)
+        events = decide(user, other_admins)
         await store.append(conn, users.stream(user_id), user.version, events, meta)
+        after = advance(users.evolve, user, events, datetime.now(UTC))
+        await _save_admin(conn, after)
         if any(isinstance(e, users.UserDeactivated) for e in events):
             await conn.execute("UPDATE token_families SET revoked_at = now()"
                                " WHERE user_id = %s AND revoked_at IS NULL", (user_id,))
         if events:
             await notify_sessions(conn, f"user {user_id}")
-    return advance(users.evolve, user, events, datetime.now(UTC))
+    return after
+
+
+async def _save_admin(conn: AsyncConnection, user: User) -> None:
+    if users.is_active_admin(user):
+        await conn.execute("INSERT INTO active_admins (user_id) VALUES (%s) ON CONFLICT DO NOTHING", (user.id,))
+    else:
+        await conn.execute("DELETE FROM active_admins WHERE user_id = %s", (user.id,))
 
 
 async def change_role(pool: AsyncConnectionPool, user_id: uuid.UUID, role: Role, meta: Meta) -> User:
-    return await _change(pool, user_id, lambda u: users.change_role(u, role), meta)
+    return await _change(pool, user_id, lambda u, others: users.change_role(u, role, others), meta)
 
 
 async def deactivate(pool: AsyncConnectionPool, user_id: uuid.UUID, meta: Meta) -> User:
     return await _change(pool, user_id, users.deactivate, meta)
+
+
+async def reactivate(pool: AsyncConnectionPool, user_id: uuid.UUID, meta: Meta) -> User:
+    return await _change(pool, user_id, lambda u, _: users.reactivate(u), meta)
+
+
+async def promote(pool: AsyncConnectionPool, user_id: uuid.UUID, meta: Meta) -> User:
+    return await _change(pool, user_id, lambda u, _: users.promote(u), meta)

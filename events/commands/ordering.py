@@ -35,7 +35,8 @@ async def _held_order(conn: AsyncConnection, buyer_id: uuid.UUID, key: str, dige
     return held_order
 
 
-_TAKE_CART = "DELETE FROM cart_items WHERE buyer_id = %s RETURNING product_id, quantity"
+_CART = "SELECT product_id, quantity FROM cart_items WHERE buyer_id = %s"
+_TAKE_CART = "DELETE FROM cart_items WHERE buyer_id = %s AND product_id = ANY(%s) RETURNING product_id, quantity"
 
 
 class _Replay(Exception):
@@ -80,26 +81,30 @@ async def _place_at_once(pool: AsyncConnectionPool, buyer_id: uuid.UUID, items: 
 async def _place_locked(pool: AsyncConnectionPool, buyer_id: uuid.UUID, items: list[tuple[uuid.UUID, int]] | None,
                         address: Address, meta: Meta, idempotency: tuple[str, bytes] | None,
                         order_id: uuid.UUID) -> tuple[Order, bool]:
-    """Under the products' locks, in two round trips: the key, the locks and the product rows in one;
-    the write and the COMMIT in the other. A checkout takes its cart in one more: the lines ordered
-    are exactly the lines it removes, so a line added meanwhile stays in the cart."""
+    """Under the products' locks, in two round trips: the locks, the key and the product rows in one;
+    the write and the COMMIT in the other. A checkout reads its cart first, one round trip more, and
+    orders exactly the lines it then removes under the locks, so a line added meanwhile stays in the
+    cart. Nothing is written before the locks are held: a write takes a transaction id, and one taken
+    before queueing on a lock would sort before the event it follows (events/store.py refuses that)."""
     now = datetime.now(UTC)
     async with pool.connection() as conn:
+        if items is None:
+            cart = await (await conn.execute(_CART, (buyer_id,))).fetchall()
         try:
             async with store.pipelined(conn):
-                # The key first: a retry waits here until the first request commits, then finds its
-                # order (and, for a checkout, leaves the cart alone: this transaction rolls back).
+                wanted = orders.merge(items if items is not None else cart)
+                await product_state.lock(conn, wanted)  # locks first, reads after (see product_state.lock)
+                # The key: a retry queued on the same locks finds the first request's order (and, for a
+                # checkout, leaves the cart alone: this transaction rolls back).
                 claim = await conn.execute(_CLAIM, (buyer_id, *idempotency, order_id)) if idempotency else None
                 if items is None:
-                    taken = await (await conn.execute(_TAKE_CART, (buyer_id,))).fetchall()
-                    claim = await _check_claim(conn, claim, buyer_id, idempotency)
-                    if not taken:
-                        raise Invalid("cart", "the cart is empty")
-                    items = taken
-                wanted = orders.merge(items)
-                await product_state.lock(conn, wanted)  # locks first, reads after (see product_state.lock)
+                    taken = await conn.execute(_TAKE_CART, (buyer_id, list(wanted)))
                 found = await product_state.load_many(conn, wanted)
                 await _check_claim(conn, claim, buyer_id, idempotency)
+                if items is None:
+                    if not (taken := await taken.fetchall()):
+                        raise Invalid("cart", "the cart is empty")
+                    wanted = orders.merge(taken)  # what was in the cart as it was emptied
                 placed, reservations = orders.place(order_id, buyer_id, wanted, found, address, now)
                 await _write(conn, [(found[pid], events) for pid, events in reservations.items()],
                              (orders.stream(order_id), 0, [placed]), meta, now)

@@ -8,10 +8,10 @@ import msgspec
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from events.commands.accounts import load_user, normalise_email, notify_sessions
+from events.commands.accounts import load_user, notify_sessions
 from events.errors import Unauthorized
 from events.passwords import Passwords
-from events.users import User
+from events.users import User, canonical_email
 
 BAD_LOGIN = "invalid email or password"
 
@@ -37,7 +37,7 @@ async def login(pool: AsyncConnectionPool, passwords: Passwords, email: str, pas
     async with pool.connection() as conn:
         cur = await conn.execute(
             "SELECT c.user_id, c.password_hash FROM user_emails e JOIN credentials c USING (user_id)"
-            " WHERE e.email = %s", (normalise_email(email),))
+            " WHERE e.email = %s", (canonical_email(email),))
         row = await cur.fetchone()
         if row is None:
             await passwords.dummy_verify()
