@@ -13,7 +13,7 @@ from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, SecuritySch
 
 from api import admin, auth, cart, health, orders, products, users
 from api.consistency import Projected
-from api.metrics import HttpMetrics, correlate, measure_requests, metrics
+from api.metrics import correlate, measure_requests, metrics
 from api.problems import HANDLERS
 from api.security import Tokens
 from api.wakeup import RelayWaker, wake_relay_after_commands
@@ -53,7 +53,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         "projected": Projected(settings.database_url, on_wait=waker.poke),
         "catalog_projector": CatalogProjector(),
         "orders_projector": OrdersProjector(),
-        "http_metrics": HttpMetrics(),
     })
 
     @asynccontextmanager

@@ -239,7 +239,7 @@ async def test_metrics_are_served_in_the_prometheus_format(client):
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     text = r.text
     assert 'orders_http_requests_total{method="GET",route="/products",status="200"}' in text
-    assert 'orders_http_request_seconds_bucket{method="GET",route="/products",le="+Inf"}' in text
+    assert 'orders_http_request_seconds_bucket{le="+Inf",method="GET",route="/products"}' in text
     for name in ("orders_events_appended", "orders_events_published", "orders_relay_lag_seconds",
                  'orders_projection_behind_events{projection="orders"}',
                  'orders_projection_dead_lettered_messages{projection="catalog"}',

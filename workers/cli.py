@@ -3,6 +3,7 @@
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import NoReturn
@@ -20,12 +21,33 @@ def _migrate(_: argparse.Namespace) -> None:
     print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
 
 
+def _metrics_directory(port: int) -> None:
+    """Where the API processes keep their counts for /metrics to sum (prometheus_client's multiprocess
+    mode): PROMETHEUS_MULTIPROC_DIR, or one per user and port; emptied, so an earlier run's counts
+    do not add up with this one's. Set before any API process imports prometheus_client."""
+    import getpass
+    import tempfile
+    from pathlib import Path
+
+    default = Path(tempfile.gettempdir()) / f"orders-metrics-{getpass.getuser()}-{port}"
+    directory = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or default)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+
+
 def _api(args: argparse.Namespace) -> None:
     import uvicorn
 
+    from events.context import logging_config
+
+    _metrics_directory(args.port)
+    s = settings()
+    # log_config: uvicorn applies it in every worker process, which starts with logging unconfigured
     uvicorn.run("api.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
-                timeout_graceful_shutdown=5, log_level=settings().log_level.lower(), access_log=False,
-                log_config=None)  # keep our JSON logging
+                timeout_graceful_shutdown=5, log_level=s.log_level.lower(), access_log=False,
+                log_config=logging_config(s.log_level, s.log_format))
 
 
 def _relay(_: argparse.Namespace) -> None:
