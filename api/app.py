@@ -12,6 +12,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, SecurityScheme
 
 from api import admin, auth, cart, health, orders, products, users
+from api.conditional import head_as_get
 from api.consistency import Projected
 from api.metrics import correlate, measure_requests, metrics
 from api.problems import HANDLERS
@@ -85,5 +86,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
     # Around the whole app, not as route middleware: Litestar answers an error raised in a middleware (the
     # bearer auth's 401) or in routing (404) from its outermost exception handler, past any route middleware,
     # so only out here is every response measured with the status it was sent with and tagged with its id.
-    app.asgi_handler = correlate(measure_requests(app.asgi_handler))
+    app.asgi_handler = correlate(measure_requests(head_as_get(app.asgi_handler)))
     return app

@@ -1,6 +1,7 @@
 """Authentication: the bearer-token middleware, role guards and the /auth routes."""
 
 import uuid
+from datetime import datetime
 from typing import Annotated, Literal
 
 import msgspec
@@ -14,13 +15,15 @@ from litestar.params import JSONBody
 from msgspec import Meta
 
 from api import ratelimit
+from api.problems import field_error, pattern
 from api.security import ACCESS, REFRESH, InvalidToken, TokenPair
 from events.base import Meta as EventMeta
 from events.commands import accounts, sessions
 from events.errors import Invalid, Unauthorized
-from events.users import Actor, User
+from events.users import Actor, Role, User
 
-Email = Annotated[str, Meta(min_length=3, max_length=254, pattern=r"^\s*[^@\s]+@[^@\s]+\.[^@\s]+\s*$")]
+Email = Annotated[str, pattern(r"^\s*[^@\s]+@[^@\s]+\.[^@\s]+\s*$", "an email address such as ada@example.com",
+                               min_length=3, max_length=254, examples=["ada@example.com"])]
 Password = Annotated[str, Meta(min_length=8, max_length=128)]
 
 
@@ -93,13 +96,12 @@ class UserOut(msgspec.Struct):
     id: uuid.UUID
     email: str
     name: str
-    role: str
-    created_at: str
+    role: Role
+    created_at: datetime
 
 
 def user_out(user) -> UserOut:
-    return UserOut(id=user.id, email=user.email, name=user.name, role=user.role,
-                   created_at=user.created_at.isoformat())
+    return UserOut(id=user.id, email=user.email, name=user.name, role=user.role, created_at=user.created_at)
 
 
 class LoginIn(msgspec.Struct):
@@ -133,8 +135,9 @@ async def _login_fields(request: Request) -> LoginIn:
     try:
         return msgspec.json.decode(body, type=LoginIn)
     except msgspec.ValidationError as exc:
-        field = str(exc).rsplit("$.", 1)[-1].rstrip("`") if "$." in str(exc) else "body"
-        raise Invalid(field, str(exc)) from None
+        message, _, at = str(exc).partition(" - at `$")
+        error = field_error(at.rstrip("`").lstrip("."), message)
+        raise Invalid(error.field, error.message) from None
     except msgspec.DecodeError:
         raise Invalid("body", "the body must be JSON {email, password} or a form with username and password") from None
 

@@ -11,7 +11,7 @@ from litestar.params import FromPath, JSONBody
 from msgspec import Meta
 
 from api.auth import event_meta, requires
-from api.orders import AddressIn, OrderOut, idempotency, placed, watch_order
+from api.orders import AddressIn, IdempotencyKey, OrderOut, idempotency, placed, watch_order
 from events.commands import cart, ordering
 
 
@@ -80,11 +80,12 @@ async def empty_cart(request: Request, state: State) -> None:
 
 @post("/cart/checkout", guards=BUYERS, operation_id="checkout", tags=["cart"],
       summary="Place an order with the cart's lines and empty it (honours Idempotency-Key)")
-async def checkout(data: JSONBody[CheckoutIn], request: Request, state: State) -> Response[OrderOut]:
+async def checkout(data: JSONBody[CheckoutIn], request: Request, state: State,
+                   idempotency_key: IdempotencyKey = None) -> Response[OrderOut]:
     order_id = uuid.uuid4()
     with watch_order(state, order_id) as watch:
         order, created = await ordering.place(state.pool, request.user.id, None, data.shipping_address.address(),
-                                              event_meta(request), idempotency=idempotency(request, data),
+                                              event_meta(request), idempotency=idempotency(idempotency_key, data),
                                               order_id=order_id)
         return await placed(state, order, created, watch)
 

@@ -40,4 +40,4 @@ async def ready(state: State) -> Response:
     checks = {"postgres": "ok" if pg else "unreachable", "rabbitmq": "ok" if mq else "unreachable"}
     if pg and mq:
         return Response({"status": "ready", "checks": checks})
-    return problem(503, "a dependency is unreachable", title="Not ready", checks=checks)
+    return problem(503, "a dependency is unreachable", checks=checks)

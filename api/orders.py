@@ -9,12 +9,14 @@ from typing import Annotated
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 from msgspec import Meta
 
 from api.auth import event_meta, requires
+from api.conditional import IfNoneMatch, tagged
 from api.consistency import Watch
 from api.pagination import Pager, Sort
+from api.problems import pattern
 from events import orders
 from events.commands import ordering
 from events.errors import Invalid, NotFound
@@ -29,7 +31,7 @@ class AddressIn(msgspec.Struct, forbid_unknown_fields=True):
     line1: Text
     city: Text
     postal_code: Annotated[str, Meta(min_length=1, max_length=20)]
-    country: Annotated[str, Meta(pattern=r"^[A-Za-z]{2}$")]
+    country: Annotated[str, pattern(r"^[A-Za-z]{2}$", "a two-letter country code such as GB")]
     line2: Annotated[str, Meta(max_length=200)] = ""
 
     def address(self) -> Address:
@@ -97,8 +99,13 @@ def out(o: Order) -> OrderOut:
         version=o.version, created_at=o.created_at, updated_at=o.updated_at)
 
 
-def idempotency(request: Request, body: object) -> tuple[str, bytes] | None:
-    key = request.headers.get("idempotency-key")
+IdempotencyKey = Annotated[str | None, HeaderParameter(
+    name="Idempotency-Key", description="Any string of 1 to 200 characters, such as a UUID. The same key with"
+    " the same body answers the first order again (with Idempotent-Replayed: true) instead of placing another;"
+    " with another body it is a 422.")]
+
+
+def idempotency(key: str | None, body: object) -> tuple[str, bytes] | None:
     if key is None:
         return None
     if not 1 <= len(key) <= 200:
@@ -121,17 +128,18 @@ async def placed(state: State, order: Order, created: bool, watch: Watch | None 
     headers = {"Location": f"/orders/{order.id}"}
     if not created:
         headers["Idempotent-Replayed"] = "true"
-    return Response(out(order), status_code=201, headers=headers)
+    return tagged(out(order), order.version, status=201, headers=headers)
 
 
 @post("/orders", guards=[requires("buyer")], operation_id="placeOrder", tags=["orders"],
       summary="Place an order; stock is reserved at once (honours Idempotency-Key)")
-async def place_order(data: JSONBody[OrderIn], request: Request, state: State) -> Response[OrderOut]:
+async def place_order(data: JSONBody[OrderIn], request: Request, state: State,
+                      idempotency_key: IdempotencyKey = None) -> Response[OrderOut]:
     order_id = uuid.uuid4()
     with watch_order(state, order_id) as watch:
         order, created = await ordering.place(
             state.pool, request.user.id, [(i.product_id, i.quantity) for i in data.items],
-            data.shipping_address.address(), event_meta(request), idempotency=idempotency(request, data),
+            data.shipping_address.address(), event_meta(request), idempotency=idempotency(idempotency_key, data),
             order_id=order_id)
         return await placed(state, order, created, watch)
 
@@ -149,11 +157,12 @@ async def _current(state: State, order_id: uuid.UUID) -> Order | None:
 
 @get("/orders/{order_id:uuid}", operation_id="getOrder", tags=["orders"],
      summary="One order (404 to anyone who may not see it)")
-async def get_order(order_id: FromPath[uuid.UUID], request: Request, state: State) -> OrderOut:
+async def get_order(order_id: FromPath[uuid.UUID], request: Request, state: State,
+                    if_none_match: IfNoneMatch = None) -> Response[OrderOut]:
     order = await _current(state, order_id)
     if not orders.visible(order, request.user.actor):
         raise NotFound("no such order")
-    return out(order)
+    return tagged(out(order), order.version, if_none_match)
 
 
 _NEWEST_FIRST = Sort(("created_at", "id"), ("timestamptz", "uuid"), descending=True)
@@ -190,17 +199,17 @@ async def list_orders(
     return OrderPage(items=[out(o) for o in found], next_cursor=next_cursor)
 
 
-async def _transition(request: Request, state: State, order_id: uuid.UUID, decide) -> OrderOut:
+async def _transition(request: Request, state: State, order_id: uuid.UUID, decide) -> Response[OrderOut]:
     with watch_order(state, order_id) as watch:
         order = await ordering.transition(state.pool, order_id, request.user.actor, decide, event_meta(request))
         await read_your_write(state, order, watch)
-    return out(order)
+    return tagged(out(order), order.version)
 
 
 @post("/orders/{order_id:uuid}/pay", operation_id="payOrder", tags=["orders"], status_code=200,
       summary="Pay a pending order (the buyer; test-mode payment)")
 async def pay(order_id: FromPath[uuid.UUID], request: Request, state: State,
-              data: JSONBody[PayIn | None] = None) -> OrderOut:
+              data: JSONBody[PayIn | None] = None) -> Response[OrderOut]:
     reference = (data.reference if data and data.reference else None) or f"test_{uuid.uuid4().hex}"
     actor = request.user.actor
     return await _transition(request, state, order_id, lambda o: orders.pay(o, actor, reference))
@@ -208,14 +217,14 @@ async def pay(order_id: FromPath[uuid.UUID], request: Request, state: State,
 
 @post("/orders/{order_id:uuid}/ship", operation_id="shipOrder", tags=["orders"], status_code=200,
       summary="Ship a paid order (admin, or the seller of every line)")
-async def ship(order_id: FromPath[uuid.UUID], request: Request, state: State) -> OrderOut:
+async def ship(order_id: FromPath[uuid.UUID], request: Request, state: State) -> Response[OrderOut]:
     actor = request.user.actor
     return await _transition(request, state, order_id, lambda o: orders.ship(o, actor))
 
 
 @post("/orders/{order_id:uuid}/deliver", operation_id="deliverOrder", tags=["orders"], status_code=200,
       summary="Mark a shipped order delivered (admin, or the seller of every line)")
-async def deliver(order_id: FromPath[uuid.UUID], request: Request, state: State) -> OrderOut:
+async def deliver(order_id: FromPath[uuid.UUID], request: Request, state: State) -> Response[OrderOut]:
     actor = request.user.actor
     return await _transition(request, state, order_id, lambda o: orders.deliver(o, actor))
 
@@ -223,7 +232,7 @@ async def deliver(order_id: FromPath[uuid.UUID], request: Request, state: State)
 @post("/orders/{order_id:uuid}/cancel", operation_id="cancelOrder", tags=["orders"], status_code=200,
       summary="Cancel a pending or paid order (the buyer, or an admin); stock goes back, a payment is refunded")
 async def cancel(order_id: FromPath[uuid.UUID], request: Request, state: State,
-                 data: JSONBody[CancelIn | None] = None) -> OrderOut:
+                 data: JSONBody[CancelIn | None] = None) -> Response[OrderOut]:
     actor = request.user.actor
     reason = data.reason if data else ""
     return await _transition(request, state, order_id, lambda o: orders.cancel(o, actor, reason))

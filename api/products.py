@@ -13,7 +13,9 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from msgspec import UNSET, Meta, UnsetType
 
 from api.auth import PUBLIC, event_meta, requires
+from api.conditional import IfMatch, IfNoneMatch, expected_version, tagged
 from api.pagination import Pager, Sort
+from api.problems import pattern
 from events import product_state, products
 from events.commands import catalog
 from events.errors import Invalid, NotFound
@@ -23,8 +25,10 @@ from projections import catalog as rows
 
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
 Description = Annotated[str, Meta(max_length=5000)]
-Sku = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^\S(.*\S)?$")]
-ImageUrl = Annotated[str, Meta(max_length=2048, pattern=r"^https?://[^\s/$.?#][^\s]*$")]
+Sku = Annotated[str, pattern(r"^\S(.*\S)?$", "a code without spaces at either end, such as MUG-1",
+                             min_length=1, max_length=64)]
+ImageUrl = Annotated[str, pattern(r"^https?://[^\s/$.?#][^\s]*$",
+                                  "an http(s) URL such as https://shop.example/mug.jpg", max_length=2048)]
 Quantity = Annotated[int, Meta(ge=1, le=1_000_000)]
 
 
@@ -80,21 +84,9 @@ def out(p: Product) -> ProductOut:
                       version=p.version, created_at=p.created_at, updated_at=p.updated_at)
 
 
-def respond(p: Product, status: int = 200) -> Response[ProductOut]:
-    headers = {"ETag": f'"{p.version}"'}
-    if status == 201:
-        headers["Location"] = f"/products/{p.id}"
-    return Response(out(p), status_code=status, headers=headers)
-
-
-def parse_if_match(request: Request) -> int | None:
-    raw = request.headers.get("if-match")
-    if raw is None or raw.strip() == "*":
-        return None
-    try:
-        return int(raw.strip().removeprefix("W/").strip('"'))
-    except ValueError:
-        raise Invalid("If-Match", "must be an ETag this API returned, such as \"3\"") from None
+def respond(p: Product, status: int = 200, if_none_match: str | None = None) -> Response[ProductOut]:
+    created = {"Location": f"/products/{p.id}"} if status == 201 else None
+    return tagged(out(p), p.version, if_none_match, status=status, headers=created)
 
 
 async def read_your_write(state: State, p: Product) -> None:
@@ -120,7 +112,7 @@ async def create_product(data: JSONBody[ProductIn], request: Request, state: Sta
 @patch("/products/{product_id:uuid}", guards=SELLERS, operation_id="updateProduct", tags=["products"],
        summary="Change some fields (owner or admin); honours If-Match")
 async def update_product(product_id: FromPath[uuid.UUID], data: JSONBody[ProductPatch], request: Request,
-                         state: State) -> Response[ProductOut]:
+                         state: State, if_match: IfMatch = None) -> Response[ProductOut]:
     changes = {f: getattr(data, f) for f in products.EDITABLE if getattr(data, f) is not UNSET}
     if not changes:
         raise Invalid("body", "name at least one field to change")
@@ -133,7 +125,7 @@ async def update_product(product_id: FromPath[uuid.UUID], data: JSONBody[Product
     caller = request.user
     product = await catalog.change(
         state.pool, product_id, lambda p: products.update(p, caller.actor, changes),
-        event_meta(request), if_match=parse_if_match(request))
+        event_meta(request), if_match=expected_version(if_match))
     await read_your_write(state, product)
     return respond(product)
 
@@ -152,11 +144,12 @@ async def restock_product(product_id: FromPath[uuid.UUID], data: JSONBody[Restoc
 
 @delete("/products/{product_id:uuid}", guards=SELLERS, operation_id="discontinueProduct", tags=["products"],
         summary="Discontinue a product (owner or admin): it leaves listings and cannot be ordered")
-async def discontinue_product(product_id: FromPath[uuid.UUID], request: Request, state: State) -> None:
+async def discontinue_product(product_id: FromPath[uuid.UUID], request: Request, state: State,
+                              if_match: IfMatch = None) -> None:
     caller = request.user
     product = await catalog.change(
         state.pool, product_id, lambda p: products.discontinue(p, caller.actor),
-        event_meta(request), if_match=parse_if_match(request))
+        event_meta(request), if_match=expected_version(if_match))
     await read_your_write(state, product)
 
 
@@ -173,11 +166,12 @@ async def _current(state: State, product_id: uuid.UUID) -> Product | None:
 
 
 @get("/products/{product_id:uuid}", opt=PUBLIC, operation_id="getProduct", tags=["products"], summary="One product")
-async def get_product(product_id: FromPath[uuid.UUID], state: State) -> Response[ProductOut]:
+async def get_product(product_id: FromPath[uuid.UUID], state: State,
+                      if_none_match: IfNoneMatch = None) -> Response[ProductOut]:
     product = await _current(state, product_id)
     if product is None:
         raise NotFound("no such product")
-    return respond(product)
+    return respond(product, if_none_match=if_none_match)
 
 
 class SortBy(str, Enum):

@@ -19,7 +19,7 @@ class UserRow(msgspec.Struct):
     id: uuid.UUID
     email: str
     name: str
-    role: str
+    role: Role
     active: bool
     created_at: datetime
     updated_at: datetime
@@ -63,8 +63,8 @@ async def list_users(
 
 
 def _admin_out(user) -> AdminUserOut:
-    return AdminUserOut(id=user.id, email=user.email, name=user.name, role=user.role,
-                        created_at=user.created_at.isoformat(), active=user.active, version=user.version)
+    return AdminUserOut(id=user.id, email=user.email, name=user.name, role=user.role, created_at=user.created_at,
+                        active=user.active, version=user.version)
 
 
 @post("/users/{user_id:uuid}/role", guards=ADMIN, operation_id="changeRole", tags=["users"], status_code=200,

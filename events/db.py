@@ -15,10 +15,15 @@ log = logging.getLogger(__name__)
 MIGRATE_LOCK = 7_420_001
 
 
+async def _in_utc(conn: psycopg.AsyncConnection) -> None:
+    await conn.execute("SET TIME ZONE 'UTC'")
+
+
 def make_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> AsyncConnectionPool:
-    """A pool of autocommit connections; transactions are explicit (`async with conn.transaction()`)."""
+    """A pool of autocommit connections; transactions are explicit (`async with conn.transaction()`).
+    Sessions are in UTC whatever the server's time zone, so every time read back is UTC (`...Z`)."""
     return AsyncConnectionPool(
-        url, min_size=min_size, max_size=max_size, open=False, kwargs={"autocommit": True}
+        url, min_size=min_size, max_size=max_size, open=False, kwargs={"autocommit": True}, configure=_in_utc
     )
 
 

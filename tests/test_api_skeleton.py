@@ -40,4 +40,4 @@ async def test_an_unknown_path_is_a_404_problem(client):
     r = await client.get("/nowhere")
     assert r.status_code == 404
     assert r.headers["content-type"].startswith("application/problem+json")
-    assert r.json()["status"] == 404 and r.json()["title"] == "Not Found"
+    assert r.json()["status"] == 404 and r.json()["title"] == "Not found"
