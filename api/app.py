@@ -7,11 +7,8 @@ from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
-from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, SecurityScheme
 
-from api import admin, auth, cart, health, orders, products, users
+from api import admin, auth, cart, health, openapi, orders, products, users
 from api.conditional import head_as_get
 from api.consistency import Projected
 from api.metrics import correlate, measure_requests, metrics
@@ -26,21 +23,6 @@ from projections.orders import OrdersProjector
 
 ROUTES = [health.health, health.ready, metrics, *auth.ROUTES, *users.ROUTES, *products.ROUTES, *orders.ROUTES,
           *cart.ROUTES, *admin.ROUTES]
-
-
-
-def openapi() -> OpenAPIConfig:
-    return OpenAPIConfig(
-        title="Orders API",
-        version="0.1.0",
-        path="/schema",
-        render_plugins=[SwaggerRenderPlugin(path="/swagger"), ScalarRenderPlugin(path="/")],
-        components=Components(security_schemes={"bearer": SecurityScheme(
-            type="oauth2", flows=OAuthFlows(password=OAuthFlow(token_url="/auth/login", scopes={})),
-            description="Log in with email as username; the docs page sends the access token.",
-        )}),
-        security=[{"bearer": []}],
-    )
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -70,21 +52,23 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await app.state.projected.stop()
             await pool.close()
 
+    # Routes are public by their `opt`, which the OpenAPI document reads too; /schema is Litestar's own.
     authentication = DefineMiddleware(auth.BearerAuth, exclude_from_auth_key="public", exclude_http_methods=["OPTIONS"],
-                                      exclude=["^/schema", "^/health", "^/ready", "^/metrics"])
+                                      exclude=["^/schema"])
     app = Litestar(
-        route_handlers=ROUTES,
+        route_handlers=[*ROUTES, openapi.assets()],
         lifespan=[lifespan],
         state=state,
         middleware=[wake_relay_after_commands, authentication],
         exception_handlers=HANDLERS,
         request_max_body_size=settings.max_body_bytes,
         cors_config=CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None,
-        openapi_config=openapi(),
+        openapi_config=openapi.config(),
         logging_config=None,  # keep the JSON logging of workers/runtime.py: Litestar's own would replace it
     )
     # Around the whole app, not as route middleware: Litestar answers an error raised in a middleware (the
     # bearer auth's 401) or in routing (404) from its outermost exception handler, past any route middleware,
     # so only out here is every response measured with the status it was sent with and tagged with its id.
     app.asgi_handler = correlate(measure_requests(head_as_get(app.asgi_handler)))
+    openapi.finish(app)
     return app

@@ -24,7 +24,7 @@ from events.users import Actor, Role, User
 
 Email = Annotated[str, pattern(r"^\s*[^@\s]+@[^@\s]+\.[^@\s]+\s*$", "an email address such as ada@example.com",
                                min_length=3, max_length=254, examples=["ada@example.com"])]
-Password = Annotated[str, Meta(min_length=8, max_length=128)]
+Password = Annotated[str, Meta(min_length=8, max_length=128, examples=["correct horse battery"])]
 
 
 class Caller(msgspec.Struct, frozen=True):
@@ -88,7 +88,7 @@ def event_meta(request: Request, actor: str | None = None) -> EventMeta:
 class RegisterIn(msgspec.Struct, forbid_unknown_fields=True):
     email: Email
     password: Password
-    name: Annotated[str, Meta(min_length=1, max_length=100)]
+    name: Annotated[str, Meta(min_length=1, max_length=100, examples=["Ada Lovelace"])]
     role: Literal["buyer", "seller"] = "buyer"
 
 
@@ -106,6 +106,13 @@ def user_out(user) -> UserOut:
 
 class LoginIn(msgspec.Struct):
     email: Email
+    password: Annotated[str, Meta(min_length=1, max_length=128, examples=["correct horse battery"])]
+
+
+class LoginForm(msgspec.Struct):
+    """The OAuth2 password form, as the docs page's Authorize button sends it."""
+
+    username: Email
     password: Annotated[str, Meta(min_length=1, max_length=128)]
 
 
@@ -114,10 +121,14 @@ class RefreshIn(msgspec.Struct):
 
 
 PUBLIC = {"public": True}
+RATE_LIMITED = "Too many attempts from this address in the last minute: wait Retry-After seconds."
 
 
-@post("/auth/register", opt=PUBLIC, operation_id="register", tags=["auth"], summary="Create a buyer or seller account")
+@post("/auth/register", operation_id="register", tags=["auth"], summary="Create a buyer or seller account",
+      opt={**PUBLIC, "problems": {409: "An account with this email exists.", 429: RATE_LIMITED}})
 async def register(data: JSONBody[RegisterIn], request: Request, state: State) -> UserOut:
+    """Nobody registers as an admin: `orders users create-admin` makes the first one. Limited to
+    REGISTER_RATE_LIMIT a minute per client address."""
     await ratelimit.limit(state.pool, request, "register", state.settings.register_rate_limit)
     user = await accounts.register(state.pool, state.passwords, email=data.email, password=data.password,
                                    name=data.name, role=data.role, meta=event_meta(request, "anonymous"))
@@ -126,14 +137,11 @@ async def register(data: JSONBody[RegisterIn], request: Request, state: State) -
 
 async def _login_fields(request: Request) -> LoginIn:
     """JSON `{email, password}`, or the OAuth2 password form (`username`, `password`) of the docs page."""
-    if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
-        form = await request.form()
-        data = {"email": form.get("username") or form.get("email"), "password": form.get("password")}
-        body = msgspec.json.encode({k: v for k, v in data.items() if v is not None})
-    else:
-        body = await request.body()
     try:
-        return msgspec.json.decode(body, type=LoginIn)
+        if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+            form = msgspec.convert(dict(await request.form()), LoginForm)
+            return LoginIn(email=form.username, password=form.password)
+        return msgspec.json.decode(await request.body(), type=LoginIn)
     except msgspec.ValidationError as exc:
         message, _, at = str(exc).partition(" - at `$")
         error = field_error(at.rstrip("`").lstrip("."), message)
@@ -142,9 +150,14 @@ async def _login_fields(request: Request) -> LoginIn:
         raise Invalid("body", "the body must be JSON {email, password} or a form with username and password") from None
 
 
-@post("/auth/login", opt=PUBLIC, operation_id="login", tags=["auth"], status_code=200,
-      summary="Exchange email and password for an access and a refresh token")
+@post("/auth/login", operation_id="login", tags=["auth"], status_code=200,
+      summary="Exchange email and password for an access and a refresh token",
+      opt={**PUBLIC, "body": {"application/json": LoginIn, "application/x-www-form-urlencoded": LoginForm},
+           "problems": {401: "Wrong email or password, or a deactivated account (the same answer for each).",
+                        415: "The body is neither JSON nor a form.", 429: RATE_LIMITED}})
 async def login(request: Request, state: State) -> TokenPair:
+    """JSON, or the OAuth2 password form with the email as `username`. Each login starts a session
+    whose refresh tokens rotate. Limited to LOGIN_RATE_LIMIT a minute per client address."""
     await ratelimit.limit(state.pool, request, "login", state.settings.login_rate_limit)
     fields = await _login_fields(request)
     tokens = state.tokens
@@ -152,9 +165,13 @@ async def login(request: Request, state: State) -> TokenPair:
                                             tokens.refresh_expiry()))
 
 
-@post("/auth/refresh", opt=PUBLIC, operation_id="refresh", tags=["auth"], status_code=200,
-      summary="Rotate a refresh token into a new token pair")
+@post("/auth/refresh", operation_id="refresh", tags=["auth"], status_code=200,
+      summary="Rotate a refresh token into a new token pair",
+      opt={**PUBLIC, "problems": {401: "The refresh token is invalid or expired, was already used (which revokes"
+                                       " every token of its login), or its user was deactivated."}})
 async def refresh(data: JSONBody[RefreshIn], state: State) -> TokenPair:
+    """The refresh token is spent: the answer carries its successor. Presenting a spent one again
+    revokes the whole login, since only a thief would."""
     try:
         claims = state.tokens.decode(data.refresh_token, REFRESH)
     except InvalidToken as exc:
@@ -166,12 +183,14 @@ async def refresh(data: JSONBody[RefreshIn], state: State) -> TokenPair:
 @post("/auth/logout", operation_id="logout", tags=["auth"], status_code=204,
       summary="Revoke this login's refresh tokens")
 async def logout(request: Request[Caller, dict, State], state: State) -> Response[None]:
+    """Every refresh token of this login stops working; its access tokens at once too."""
     await sessions.revoke(state.pool, request.user.family)
     return Response(None, status_code=204)
 
 
 @get("/auth/me", operation_id="me", tags=["auth"], summary="The caller's account")
 async def me(request: Request[Caller, dict, State]) -> UserOut:
+    """As the user's events say now: a role change shows at once, without a new token."""
     return user_out(request.user.user)
 
 

@@ -120,6 +120,8 @@ def _registry() -> CollectorRegistry:
 @get("/metrics", opt={"public": True}, operation_id="metrics", tags=["operations"], summary="Prometheus metrics",
      media_type=CONTENT_TYPE_LATEST)
 async def metrics(state: State) -> Response[bytes]:
+    """Requests and latency by route (summed over the processes of this `orders api`), and the
+    event store's, relay's and projections' figures read now."""
     system = _Snapshot(await _system(state))
     return Response(generate_latest(_registry()) + generate_latest(system), media_type=CONTENT_TYPE_LATEST)
 

@@ -14,6 +14,7 @@ from msgspec import Meta
 
 from api.auth import event_meta, requires
 from api.conditional import IfNoneMatch, tagged
+from api.openapi import ETAG, LOCATION, NOT_MODIFIED, REPLAYED
 from api.consistency import Watch
 from api.pagination import Pager, Sort
 from api.problems import pattern
@@ -27,10 +28,10 @@ Text = Annotated[str, Meta(min_length=1, max_length=200)]
 
 
 class AddressIn(msgspec.Struct, forbid_unknown_fields=True):
-    name: Text
-    line1: Text
-    city: Text
-    postal_code: Annotated[str, Meta(min_length=1, max_length=20)]
+    name: Annotated[Text, Meta(examples=["Ada Lovelace"])]
+    line1: Annotated[Text, Meta(examples=["12 St James Square"])]
+    city: Annotated[Text, Meta(examples=["London"])]
+    postal_code: Annotated[str, Meta(min_length=1, max_length=20, examples=["SW1Y 4JH"])]
     country: Annotated[str, pattern(r"^[A-Za-z]{2}$", "a two-letter country code such as GB")]
     line2: Annotated[str, Meta(max_length=200)] = ""
 
@@ -131,10 +132,27 @@ async def placed(state: State, order: Order, created: bool, watch: Watch | None 
     return tagged(out(order), order.version, status=201, headers=headers)
 
 
+NO_ORDER = "No such order, or not one the caller may see."
+PLACING = {
+    409: "Not enough stock of a product (`available` says how much is left), or it changed meanwhile.",
+    422: "An item or the address is not valid, a product does not exist or is discontinued, the currencies"
+         " differ, or the Idempotency-Key was used with another body.",
+}
+
+
+def transition_problems(who: str, statuses: str) -> dict:
+    return {"problems": {403: f"Only {who} may do this.", 404: NO_ORDER,
+                         409: f"The order is not {statuses} (`current_status` says what it is), or it changed"
+                              " meanwhile."}}
+
+
 @post("/orders", guards=[requires("buyer")], operation_id="placeOrder", tags=["orders"],
-      summary="Place an order; stock is reserved at once (honours Idempotency-Key)")
+      summary="Place an order; stock is reserved at once (honours Idempotency-Key)",
+      response_headers=[ETAG, LOCATION, REPLAYED], opt={"problems": PLACING})
 async def place_order(data: JSONBody[OrderIn], request: Request, state: State,
                       idempotency_key: IdempotencyKey = None) -> Response[OrderOut]:
+    """At the catalog's prices, in one currency, all lines or none. The order is pending until paid;
+    unpaid after ORDER_PAYMENT_TIMEOUT, it expires and its stock goes back."""
     order_id = uuid.uuid4()
     with watch_order(state, order_id) as watch:
         order, created = await ordering.place(
@@ -156,9 +174,12 @@ async def _current(state: State, order_id: uuid.UUID) -> Order | None:
 
 
 @get("/orders/{order_id:uuid}", operation_id="getOrder", tags=["orders"],
-     summary="One order (404 to anyone who may not see it)")
+     summary="One order (404 to anyone who may not see it)", response_headers=[ETAG], responses=NOT_MODIFIED,
+     opt={"problems": {404: NO_ORDER}})
 async def get_order(order_id: FromPath[uuid.UUID], request: Request, state: State,
                     if_none_match: IfNoneMatch = None) -> Response[OrderOut]:
+    """Its buyer, the seller of any of its lines and admins see it. Never older than your own last
+    change to it."""
     order = await _current(state, order_id)
     if not orders.visible(order, request.user.actor):
         raise NotFound("no such order")
@@ -179,6 +200,7 @@ async def list_orders(
     limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
     cursor: FromQuery[str | None] = None,
 ) -> OrderPage:
+    """Newest first; `created_to` is exclusive. Pages as every list: `next_cursor` back as `cursor`."""
     pager = Pager(state.settings.jwt_secret, _NEWEST_FIRST, limit, cursor, listing="orders", status=status,
                   created_from=created_from, created_to=created_to)
     where, params = [], []
@@ -207,32 +229,40 @@ async def _transition(request: Request, state: State, order_id: uuid.UUID, decid
 
 
 @post("/orders/{order_id:uuid}/pay", operation_id="payOrder", tags=["orders"], status_code=200,
-      summary="Pay a pending order (the buyer; test-mode payment)")
+      summary="Pay a pending order (the buyer; test-mode payment)", response_headers=[ETAG],
+      opt=transition_problems("the order's buyer", "pending"))
 async def pay(order_id: FromPath[uuid.UUID], request: Request, state: State,
               data: JSONBody[PayIn | None] = None) -> Response[OrderOut]:
+    """The body is optional: a payment `reference` of your own, or one is made up (`test_...`)."""
     reference = (data.reference if data and data.reference else None) or f"test_{uuid.uuid4().hex}"
     actor = request.user.actor
     return await _transition(request, state, order_id, lambda o: orders.pay(o, actor, reference))
 
 
 @post("/orders/{order_id:uuid}/ship", operation_id="shipOrder", tags=["orders"], status_code=200,
-      summary="Ship a paid order (admin, or the seller of every line)")
+      summary="Ship a paid order (admin, or the seller of every line)", response_headers=[ETAG],
+      opt=transition_problems("an admin or the seller of every line", "paid"))
 async def ship(order_id: FromPath[uuid.UUID], request: Request, state: State) -> Response[OrderOut]:
+    """Its reserved units leave the stock for good."""
     actor = request.user.actor
     return await _transition(request, state, order_id, lambda o: orders.ship(o, actor))
 
 
 @post("/orders/{order_id:uuid}/deliver", operation_id="deliverOrder", tags=["orders"], status_code=200,
-      summary="Mark a shipped order delivered (admin, or the seller of every line)")
+      summary="Mark a shipped order delivered (admin, or the seller of every line)", response_headers=[ETAG],
+      opt=transition_problems("an admin or the seller of every line", "shipped"))
 async def deliver(order_id: FromPath[uuid.UUID], request: Request, state: State) -> Response[OrderOut]:
+    """The end of an order's life."""
     actor = request.user.actor
     return await _transition(request, state, order_id, lambda o: orders.deliver(o, actor))
 
 
 @post("/orders/{order_id:uuid}/cancel", operation_id="cancelOrder", tags=["orders"], status_code=200,
-      summary="Cancel a pending or paid order (the buyer, or an admin); stock goes back, a payment is refunded")
+      summary="Cancel a pending or paid order (the buyer, or an admin); stock goes back, a payment is refunded",
+      response_headers=[ETAG], opt=transition_problems("the order's buyer or an admin", "pending or paid"))
 async def cancel(order_id: FromPath[uuid.UUID], request: Request, state: State,
                  data: JSONBody[CancelIn | None] = None) -> Response[OrderOut]:
+    """The body is optional: a `reason`. A paid order's `refund` is its total."""
     actor = request.user.actor
     reason = data.reason if data else ""
     return await _transition(request, state, order_id, lambda o: orders.cancel(o, actor, reason))

@@ -34,6 +34,10 @@ def title(code: int) -> str:
     return _TITLES.get(code) or HTTPStatus(code).phrase.capitalize()
 
 
+def problem_type(code: int) -> str:
+    return f"/problems/{HTTPStatus(code).phrase.lower().replace(' ', '-')}"
+
+
 class FieldError(msgspec.Struct):
     field: str  # a body field (`items[0].quantity`), a query or path parameter, or a header
     message: str
@@ -54,8 +58,7 @@ class Problem(msgspec.Struct, omit_defaults=True):
 
 def problem(code: int, detail: str | None = None, *, headers: dict[str, str] | None = None,
             **extra: object) -> Response:
-    body = {"type": f"/problems/{HTTPStatus(code).phrase.lower().replace(' ', '-')}", "title": title(code),
-            "status": code}
+    body = {"type": problem_type(code), "title": title(code), "status": code}
     if detail:
         body["detail"] = detail
     body.update({k: v for k, v in extra.items() if v is not None})
@@ -153,4 +156,4 @@ HANDLERS = {
     Exception: _unexpected,
 }
 
-__all__ = ["HANDLERS", "PROBLEM", "MediaType", "Problem", "field_error", "pattern", "problem", "title"]
+__all__ = ["HANDLERS", "PROBLEM", "MediaType", "Problem", "field_error", "pattern", "problem", "problem_type", "title"]

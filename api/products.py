@@ -14,6 +14,7 @@ from msgspec import UNSET, Meta, UnsetType
 
 from api.auth import PUBLIC, event_meta, requires
 from api.conditional import IfMatch, IfNoneMatch, expected_version, tagged
+from api.openapi import ETAG, LOCATION, NOT_MODIFIED
 from api.pagination import Pager, Sort
 from api.problems import pattern
 from events import product_state, products
@@ -32,11 +33,16 @@ ImageUrl = Annotated[str, pattern(r"^https?://[^\s/$.?#][^\s]*$",
 Quantity = Annotated[int, Meta(ge=1, le=1_000_000)]
 
 
+Price = Annotated[Decimal, Meta(description="An exact decimal string with at most two places, above 0.",
+                                examples=["19.99"])]
+Currency = Annotated[str, Meta(description="An ISO 4217 code.", examples=["EUR"])]
+
+
 class ProductIn(msgspec.Struct, forbid_unknown_fields=True):
-    name: Name
-    price: Decimal
-    stock: Annotated[int, Meta(ge=0, le=1_000_000_000)]
-    currency: str | None = None
+    name: Annotated[Name, Meta(examples=["Blue mug"])]
+    price: Price
+    stock: Annotated[int, Meta(ge=0, le=1_000_000_000, description="Units on hand.", examples=[12])]
+    currency: Currency | None = None  # DEFAULT_CURRENCY when left out
     description: Description = ""
     sku: Sku | None = None
     image_url: ImageUrl | None = None
@@ -45,8 +51,8 @@ class ProductIn(msgspec.Struct, forbid_unknown_fields=True):
 class ProductPatch(msgspec.Struct, forbid_unknown_fields=True):
     name: Name | UnsetType = UNSET
     description: Description | UnsetType = UNSET
-    price: Decimal | UnsetType = UNSET
-    currency: str | UnsetType = UNSET
+    price: Price | UnsetType = UNSET
+    currency: Currency | UnsetType = UNSET
     sku: Sku | None | UnsetType = UNSET
     image_url: ImageUrl | None | UnsetType = UNSET
 
@@ -95,10 +101,17 @@ async def read_your_write(state: State, p: Product) -> None:
 
 
 SELLERS = [requires("seller", "admin")]
+NO_PRODUCT = "No such product, or it was discontinued."
+NOT_YOURS = "Not a seller or admin, or not the seller who owns this product."
+SKU_TAKEN = "This seller already has a product with that SKU."
+BAD_IF_MATCH = "A field is not valid, or If-Match is not an ETag this API returned."
 
 
-@post("/products", guards=SELLERS, operation_id="createProduct", tags=["products"], summary="Add a product")
+@post("/products", guards=SELLERS, operation_id="createProduct", tags=["products"], summary="Add a product",
+      response_headers=[ETAG, LOCATION], opt={"problems": {409: SKU_TAKEN}})
 async def create_product(data: JSONBody[ProductIn], request: Request, state: State) -> Response[ProductOut]:
+    """The caller becomes its seller. `currency` defaults to DEFAULT_CURRENCY; `stock` is what is on
+    hand. Answers once the catalog shows it, so a listing right after includes it."""
     fields = {
         "name": data.name.strip(), "description": data.description, "price": parse_price(data.price),
         "currency": parse_currency(data.currency or state.settings.default_currency), "stock": data.stock,
@@ -110,9 +123,12 @@ async def create_product(data: JSONBody[ProductIn], request: Request, state: Sta
 
 
 @patch("/products/{product_id:uuid}", guards=SELLERS, operation_id="updateProduct", tags=["products"],
-       summary="Change some fields (owner or admin); honours If-Match")
+       summary="Change some fields (owner or admin); honours If-Match", response_headers=[ETAG],
+       opt={"problems": {403: NOT_YOURS, 404: NO_PRODUCT, 409: SKU_TAKEN, 412: None, 422: BAD_IF_MATCH}})
 async def update_product(product_id: FromPath[uuid.UUID], data: JSONBody[ProductPatch], request: Request,
                          state: State, if_match: IfMatch = None) -> Response[ProductOut]:
+    """Only the fields sent change; `sku` and `image_url` may be set to null. Stock changes by
+    restocking, and by orders."""
     changes = {f: getattr(data, f) for f in products.EDITABLE if getattr(data, f) is not UNSET}
     if not changes:
         raise Invalid("body", "name at least one field to change")
@@ -131,9 +147,12 @@ async def update_product(product_id: FromPath[uuid.UUID], data: JSONBody[Product
 
 
 @post("/products/{product_id:uuid}/restock", guards=SELLERS, operation_id="restockProduct", tags=["products"],
-      status_code=200, summary="Add stock (owner or admin)")
+      status_code=200, summary="Add stock (owner or admin)", response_headers=[ETAG],
+      opt={"problems": {403: NOT_YOURS, 404: NO_PRODUCT,
+                        409: "On hand would pass 1,000,000,000 units (`limit`), or the product changed meanwhile."}})
 async def restock_product(product_id: FromPath[uuid.UUID], data: JSONBody[RestockIn], request: Request,
                           state: State) -> Response[ProductOut]:
+    """Adds to what is on hand; what open orders reserved stays reserved."""
     caller = request.user
     product = await catalog.change(
         state.pool, product_id, lambda p: products.restock(p, caller.actor, data.quantity),
@@ -143,9 +162,12 @@ async def restock_product(product_id: FromPath[uuid.UUID], data: JSONBody[Restoc
 
 
 @delete("/products/{product_id:uuid}", guards=SELLERS, operation_id="discontinueProduct", tags=["products"],
-        summary="Discontinue a product (owner or admin): it leaves listings and cannot be ordered")
+        summary="Discontinue a product (owner or admin): it leaves listings and cannot be ordered",
+        opt={"problems": {403: NOT_YOURS, 404: NO_PRODUCT, 409: None, 412: None,
+                          422: "If-Match is not an ETag this API returned."}})
 async def discontinue_product(product_id: FromPath[uuid.UUID], request: Request, state: State,
                               if_match: IfMatch = None) -> None:
+    """Orders that hold it keep it; it is gone from listings and GET /products/{id} answers 404."""
     caller = request.user
     product = await catalog.change(
         state.pool, product_id, lambda p: products.discontinue(p, caller.actor),
@@ -165,9 +187,11 @@ async def _current(state: State, product_id: uuid.UUID) -> Product | None:
     return row if row and row.active else None
 
 
-@get("/products/{product_id:uuid}", opt=PUBLIC, operation_id="getProduct", tags=["products"], summary="One product")
+@get("/products/{product_id:uuid}", operation_id="getProduct", tags=["products"], summary="One product",
+     response_headers=[ETAG], responses=NOT_MODIFIED, opt={**PUBLIC, "problems": {404: NO_PRODUCT}})
 async def get_product(product_id: FromPath[uuid.UUID], state: State,
                       if_none_match: IfNoneMatch = None) -> Response[ProductOut]:
+    """Never older than your own last change to it, even while the catalog catches up."""
     product = await _current(state, product_id)
     if product is None:
         raise NotFound("no such product")
@@ -216,6 +240,8 @@ async def list_products(
     limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
     cursor: FromQuery[str | None] = None,
 ) -> ProductPage:
+    """`q` matches words of the name and description. A cursor continues only the query that made
+    it: send it with the same filters and sort (otherwise 422, naming `cursor`)."""
     where, params = ["active"], []
     if q and q.strip():
         where.append("search @@ websearch_to_tsquery('simple', %s)")

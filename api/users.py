@@ -46,12 +46,17 @@ ADMIN = [requires("admin")]
 _OLDEST_FIRST = Sort(("created_at", "id"), ("timestamptz", "uuid"))
 
 
+NO_USER = "No such user."
+CHANGED = "The user was changed by another request meanwhile; reload and retry."
+
+
 @get("/users", guards=ADMIN, operation_id="listUsers", tags=["users"], summary="All users, oldest first")
 async def list_users(
     state: State,
     limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
     cursor: FromQuery[str | None] = None,
 ) -> UserPage:
+    """Pages of `limit`; pass `next_cursor` back as `cursor` for the next one."""
     pager = Pager(state.settings.jwt_secret, _OLDEST_FIRST, limit, cursor, listing="users")
     where, params = pager.condition() or ("true", [])
     async with state.pool.connection() as conn:
@@ -68,14 +73,18 @@ def _admin_out(user) -> AdminUserOut:
 
 
 @post("/users/{user_id:uuid}/role", guards=ADMIN, operation_id="changeRole", tags=["users"], status_code=200,
-      summary="Give a user another role")
-async def change_role(user_id: FromPath[uuid.UUID], data: JSONBody[RoleIn], request: Request, state: State) -> AdminUserOut:
+      summary="Give a user another role", opt={"problems": {404: NO_USER, 409: CHANGED}})
+async def change_role(user_id: FromPath[uuid.UUID], data: JSONBody[RoleIn], request: Request,
+                      state: State) -> AdminUserOut:
+    """It takes effect on the user's next request, with the tokens it holds."""
     return _admin_out(await accounts.change_role(state.pool, user_id, data.role, event_meta(request)))
 
 
 @post("/users/{user_id:uuid}/deactivate", guards=ADMIN, operation_id="deactivateUser", tags=["users"],
-      status_code=200, summary="Deactivate a user; their tokens stop working at once")
+      status_code=200, summary="Deactivate a user; their tokens stop working at once",
+      opt={"problems": {404: NO_USER, 409: "The user is already deactivated, or was changed meanwhile."}})
 async def deactivate(user_id: FromPath[uuid.UUID], request: Request, state: State) -> AdminUserOut:
+    """Every request with the user's tokens is refused from now on; the account and its orders stay."""
     return _admin_out(await accounts.deactivate(state.pool, user_id, event_meta(request)))
 
 
