@@ -170,10 +170,12 @@ def _status(_: argparse.Namespace) -> None:
 def _rebuild(args: argparse.Namespace) -> None:
     from events.base import UnknownEventType
     from projections.rebuild import rebuild
+    from workers.progress import EventProgress
 
     try:
-        result = asyncio.run(rebuild(settings().database_url, args.names or None, verify=args.verify,
-                                     dry_run=args.dry_run, processes=args.processes))
+        with EventProgress("rebuild") as progress:
+            result = asyncio.run(rebuild(settings().database_url, args.names or None, verify=args.verify,
+                                         dry_run=args.dry_run, processes=args.processes, progress=progress))
     except ValueError as exc:
         sys.exit(str(exc))
     except UnknownEventType as exc:  # the log holds an event this code cannot read: an operator's matter
@@ -181,8 +183,10 @@ def _rebuild(args: argparse.Namespace) -> None:
         sys.exit(f"rebuild stopped: unknown event type {exc.type_name!r}{where}; nothing was swapped in"
                  " (run a version of the code that knows the type, then rebuild)")
     rate = result["events"] / max(result["seconds"], 1e-9)
-    print(f"replayed {result['events']:,} events in {result['seconds']:.1f}s ({rate:,.0f} events/s)"
-          + (" (dry run: nothing swapped)" if args.dry_run else "; swapped in"))
+    others = result["log_events"] - result["events"]
+    print(f"replayed {result['events']:,} events into the read tables in {result['seconds']:.1f}s"
+          f" ({rate:,.0f} events/s)" + (" (dry run: nothing swapped)" if args.dry_run else "; swapped in")
+          + (f"; the log's {others:,} other events feed no read table" if others else ""))
     for table, rows in result["differences"].items():
         print(f"  {table}: {'equal to the live table' if rows == 0 else f'{rows} rows differ from the live table'}")
         for example in result.get("examples", {}).get(table, []):
