@@ -37,7 +37,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     argon2_time_cost: Positive = 3
     argon2_memory_kib: Annotated[int, Meta(ge=8)] = 65536
     cors_origins: tuple[str, ...] = ()
-    login_rate_limit: Positive = 10  # requests per minute per client address
+    login_rate_limit: Positive = 60  # a minute per client address, successes included: an office logs many in
     register_rate_limit: Positive = 10
     max_body_bytes: Positive = 1_048_576
     default_currency: str = "USD"
