@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from psycopg.conninfo import make_conninfo
 
+from events.db import drop_database
 from events.settings import _ENV
 from tests.support import eventually, free_port
 
@@ -36,8 +38,24 @@ def members(group: int) -> list[int]:
     return found
 
 
-async def test_the_quick_start_places_and_pays_an_order_on_the_first_try(services, tmp_path):
-    env = services.env(PORT=str(free_port()), PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+@pytest.fixture
+async def fresh(services):
+    """A database and a vhost of this test's own, new as a newcomer's: no accounts, no login counted
+    against the rate limit, no messages; `orders run` creates the database."""
+    name = f"{services.vhost}_readme"
+    await services.admin.create_vhost(name)
+    url = make_conninfo(services.database_url, dbname=name)
+    try:
+        yield url, services.rabbitmq_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        await drop_database(url)
+        await services.admin.delete_vhost(name)
+
+
+async def test_the_quick_start_places_and_pays_an_order_on_the_first_try(services, fresh, tmp_path):
+    database_url, rabbitmq_url = fresh
+    env = services.env(DATABASE_URL=database_url, RABBITMQ_URL=rabbitmq_url, PORT=str(free_port()),
+                       PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     del env["ORDERS_DEV_MODE"]  # as in a newcomer's shell: the block turns it on itself
     # Its own session, so that the `orders run` it leaves running in the background can be stopped with it.
     shell = await asyncio.create_subprocess_exec(
