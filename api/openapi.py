@@ -10,7 +10,8 @@ route is served rather than from its signature, so that no route can forget it:
   problem+json; Litestar's own error schema (its 400 for every parameter) is dropped, since this API
   answers validation errors with 422;
 - security on the routes that need a token, and none on the public ones;
-- X-Correlation-ID on every request and response, Retry-After on 429 and 503, WWW-Authenticate on 401;
+- X-Correlation-ID on every request and response, Retry-After on 429 and 503, WWW-Authenticate on 401,
+  ETag on 304;
 - a body that may be left out (`data: ... = None`) as not required, and bodies a handler reads itself
   (`opt["body"]`, media type -> Struct: the login's JSON and form).
 """

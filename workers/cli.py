@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from events.settings import ConfigError, settings
-from workers.preflight import BROKER, DATABASE, PORT, SECRET, SERVER, SOURCES
+from workers.preflight import BROKER, DATABASE, PORT, REACHING, SECRET, SERVER, SOURCES, check
 
 log = logging.getLogger("orders")
 
@@ -357,14 +357,13 @@ def _refuse(message: str) -> NoReturn:
 
 def main(argv: list[str] | None = None) -> None:
     from events.context import setup_logging
-    from workers import preflight
 
     try:
         args = parser().parse_args(argv)
         s = settings()
         setup_logging(s.log_level, s.log_format)
-        needs = _needs(args) - (preflight.REACHING if args.supervised else set())
-        preflight.check(s, needs, host=getattr(args, "host", None), port=getattr(args, "port", None))
+        needs = _needs(args) - (REACHING if args.supervised else set())
+        check(s, needs, host=getattr(args, "host", None), port=getattr(args, "port", None))
     except ConfigError as exc:
         _refuse(str(exc))
     args.func(args)
