@@ -48,6 +48,8 @@ async def list_events(
     cursor: FromQuery[str | None] = None,
     after: Annotated[int, QueryParameter(ge=0, description="events after this position (instead of a cursor)")] = 0,
 ) -> EventPage:
+    """Oldest first, each event as stored: `stream_id` is `<kind>-<uuid>` (`order-...`, `product-...`,
+    `user-...`, `scrape-...`), `version` its place in that stream, `position` its place in the log."""
     pager = Pager(state.settings.jwt_secret, _BY_POSITION, limit, cursor, listing="events", stream_id=stream_id,
                   type=type, correlation_id=correlation_id)
     where, params = ["position > %s"], [after]
@@ -71,6 +73,8 @@ async def list_events(
 @get("/admin/projections", guards=ADMIN, operation_id="projectionStatus", tags=["admin"],
      summary="Per projection: checkpoint, head, events behind, lag, queued and dead-lettered messages")
 async def projection_status(state: State) -> list[ProjectionStatus]:
+    """As `orders projections status` prints it; `queued` and `dead_lettered` are null when RabbitMQ
+    does not answer."""
     async with state.pool.connection() as conn:
         statuses = await database_status(conn)
     return await with_queues(statuses, await state.broker.connection())

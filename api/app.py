@@ -7,13 +7,11 @@ from litestar import Litestar, Request, Response
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
-from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, SecurityScheme
 
-from api import admin, auth, cart, health, inputs, orders, products, users
+from api import admin, auth, cart, health, inputs, openapi, orders, products, users
+from api.conditional import head_as_get
 from api.consistency import Projected
-from api.metrics import HttpMetrics, correlate, measure_requests, metrics
+from api.metrics import correlate, measure_requests, metrics
 from api.probes import Broker, Recent
 from api.problems import HANDLERS
 from api.security import Tokens
@@ -33,28 +31,14 @@ ROUTES = [health.health, health.ready, metrics, *auth.ROUTES, *users.ROUTES, *pr
           *cart.ROUTES, *admin.ROUTES]
 
 
-
-def openapi() -> OpenAPIConfig:
-    return OpenAPIConfig(
-        title="Orders API",
-        version="0.1.0",
-        path="/schema",
-        render_plugins=[SwaggerRenderPlugin(path="/swagger"), ScalarRenderPlugin(path="/")],
-        components=Components(security_schemes={"bearer": SecurityScheme(
-            type="oauth2", flows=OAuthFlows(password=OAuthFlow(token_url="/auth/login", scopes={})),
-            description="Log in with email as username; the docs page sends the access token.",
-        )}),
-        security=[{"bearer": []}],
-    )
-
-
 async def before_request(request: Request) -> Response | None:
     """OPTIONS is answered with every method of the resource: Litestar 2's own answer lists only the
     methods of the first handler registered for a path (litestar#4169, fixed in 3.0 only), while the
     route knows them all. Any other request's input is checked first (api/inputs.py)."""
     if request.method == "OPTIONS":
         route = next(r for r in request.app.routes if r.path_format == request.scope["path_template"])
-        return Response(None, status_code=204, headers={"Allow": ", ".join(sorted(route.methods))})
+        methods = set(route.methods) | ({"HEAD"} if "GET" in route.methods else set())  # api/conditional.py
+        return Response(None, status_code=204, headers={"Allow": ", ".join(sorted(methods))})
     await inputs.check(request)
     return None
 
@@ -72,7 +56,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         "sessions": Sessions(projected),
         "catalog_projector": CatalogProjector(),
         "orders_projector": OrdersProjector(),
-        "http_metrics": HttpMetrics(),
         "broker": Broker(settings.rabbitmq_url),
         "readiness": Recent(),
         "system_figures": Recent(),
@@ -94,10 +77,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await app.state.broker.close()
             await pool.close()
 
+    # Routes are public by their `opt`, which the OpenAPI document reads too; /schema is Litestar's own.
     authentication = DefineMiddleware(auth.BearerAuth, exclude_from_auth_key="public", exclude_http_methods=["OPTIONS"],
-                                      exclude=["^/schema", "^/health", "^/ready", "^/metrics"])
+                                      exclude=["^/schema"])
     app = Litestar(
-        route_handlers=ROUTES,
+        route_handlers=[*ROUTES, openapi.assets()],
         lifespan=[lifespan],
         state=state,
         middleware=[wake_relay_after_commands, authentication],
@@ -105,14 +89,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
         before_request=before_request,
         request_max_body_size=settings.max_body_bytes,
         cors_config=CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None,
-        openapi_config=openapi(),
-        logging_config=None,  # keep the JSON logging of workers/runtime.py: Litestar's own would replace it
+        openapi_config=openapi.config(),
+        logging_config=None,  # keep our JSON logging (events/context.py): Litestar's own would replace it
     )
     # Around the whole app, not as route middleware: Litestar answers an error raised in a middleware (the
     # bearer auth's 401) or in routing (404) from its outermost exception handler, past any route middleware,
     # so only out here is every response measured with the status it was sent with and tagged with its id.
     # guard_body is inside the measuring, which counts a client that left mid-body as the 499 it answers.
-    guarded = guard_body(app.asgi_handler, settings.request_body_timeout, settings.max_body_bytes)
+    guarded = guard_body(head_as_get(app.asgi_handler), settings.request_body_timeout, settings.max_body_bytes)
     app.asgi_handler = trust_proxies(correlate(measure_requests(security_headers(guarded))),
                                      settings.forwarded_allow_ips)
+    openapi.finish(app)
     return app

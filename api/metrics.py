@@ -1,54 +1,44 @@
-"""GET /metrics in the Prometheus text format.
+"""GET /metrics in the Prometheus text format, written by prometheus_client.
 
-HTTP figures are this process's own; everything else is read at scrape time from PostgreSQL and
-RabbitMQ, so any API process answers for the whole system and no worker needs a port of its own.
+HTTP figures are counted in each API process; under `orders api --workers N` they are summed across
+its processes by prometheus_client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR, which `orders api`
+sets up). Everything else is read at scrape time from PostgreSQL and RabbitMQ, so any API process
+answers for the whole system and no worker needs a port of its own.
 """
 
 import hmac
+import os
 import time
 import uuid
-from collections import defaultdict
 
 from litestar import Response, get
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.exceptions import NotAuthorizedException
 from litestar.handlers import BaseRouteHandler
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from events.context import correlation_id
-from projections.status import database_status, with_queues
+from projections.status import ProjectionStatus, database_status, with_queues
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
+# In a registry of their own: the default one adds process metrics that mean nothing summed over processes.
+HTTP = CollectorRegistry()
+REQUESTS = Counter("orders_http_requests", "HTTP requests by route and status.", ["method", "route", "status"],
+                   registry=HTTP)
+LATENCY = Histogram("orders_http_request_seconds", "HTTP request latency by route.", ["method", "route"],
+                    buckets=BUCKETS, registry=HTTP)
 
-class HttpMetrics:
-    def __init__(self) -> None:
-        self.requests: dict[tuple[str, str, int], int] = defaultdict(int)
-        self.latency: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0] * (len(BUCKETS) + 2))
-
-    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests[(method, route, status)] += 1
-        h = self.latency[(method, route)]
-        for i, bound in enumerate(BUCKETS):
-            if seconds <= bound:
-                h[i] += 1
-        h[-2] += 1  # +Inf bucket (= count)
-        h[-1] += seconds  # sum
-
-    def lines(self) -> list[str]:
-        out = ["# HELP orders_http_requests_total HTTP requests by route and status.",
-               "# TYPE orders_http_requests_total counter"]
-        for (method, route, status), n in sorted(self.requests.items()):
-            out.append(f'orders_http_requests_total{{method="{method}",route="{route}",status="{status}"}} {n}')
-        out += ["# HELP orders_http_request_seconds HTTP request latency by route.",
-                "# TYPE orders_http_request_seconds histogram"]
-        for (method, route), h in sorted(self.latency.items()):
-            labels = f'method="{method}",route="{route}"'
-            for bound, n in zip((*BUCKETS, "+Inf"), h[:-1], strict=True):
-                out.append(f'orders_http_request_seconds_bucket{{{labels},le="{bound}"}} {int(n)}')
-            out += [f"orders_http_request_seconds_count{{{labels}}} {int(h[-2])}",
-                    f"orders_http_request_seconds_sum{{{labels}}} {h[-1]:.6f}"]
-        return out
+_PROJECTION_GAUGES = (
+    ("orders_projection_checkpoint", "Position of the last event the projection applied.", "checkpoint"),
+    ("orders_projection_behind_events", "Events of the projection's kinds not applied yet.", "events_behind"),
+    ("orders_projection_lag_seconds", "Age of the oldest event the projection has not applied.", "lag_seconds"),
+    ("orders_projection_queued_messages", "Messages waiting in the projection's queue.", "queued"),
+    ("orders_projection_dead_lettered_messages", "Messages in the projection's dead-letter queue.", "dead_lettered"),
+)
 
 
 def measure_requests(app):
@@ -70,13 +60,65 @@ def measure_requests(app):
             await app(scope, receive, watch)
         finally:
             route = scope.get("path_template") or "unmatched"
-            scope["app"].state.http_metrics.observe(scope["method"], route, status, time.perf_counter() - started)
+            REQUESTS.labels(scope["method"], route, str(status)).inc()
+            LATENCY.labels(scope["method"], route).observe(time.perf_counter() - started)
 
     return middleware
 
 
-def _gauge(name: str, help: str, samples: list[tuple[str, float]]) -> list[str]:
-    return [f"# HELP {name} {help}", f"# TYPE {name} gauge", *(f"{name}{labels} {value}" for labels, value in samples)]
+class _Snapshot:
+    """Gauges read once for one scrape, as a collector of that scrape's registry."""
+
+    def __init__(self, families: list[GaugeMetricFamily]):
+        self.families = families
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        return self.families
+
+
+def _gauges(statuses: list[ProjectionStatus], appended: int, oldest_tx: float) -> list[GaugeMetricFamily]:
+    relay = next(s for s in statuses if s.name == "relay")
+    families = [
+        GaugeMetricFamily("orders_events_appended", "Position of the newest event in the store.", value=appended),
+        GaugeMetricFamily("orders_events_published", "Position up to which the relay has published (confirmed).",
+                          value=relay.checkpoint),
+        GaugeMetricFamily("orders_relay_lag_seconds", "Age of the oldest event the relay has not published.",
+                          value=relay.lag_seconds),
+        GaugeMetricFamily("orders_relay_behind_events", "Events the relay has not published.",
+                          value=relay.events_behind),
+        GaugeMetricFamily("orders_oldest_transaction_seconds",
+                          "Age of the oldest open writing transaction: readers of the event store wait for it.",
+                          value=round(oldest_tx, 3)),
+    ]
+    for name, help, attr in _PROJECTION_GAUGES:
+        family = GaugeMetricFamily(name, help, labels=["projection"])
+        for s in statuses:
+            if s.name != "relay" and getattr(s, attr) is not None:
+                family.add_metric([s.name], getattr(s, attr))
+        families.append(family)
+    return families
+
+
+async def _system(state: State) -> list[GaugeMetricFamily]:
+    """The event store's, the relay's and each projection's figures, as they are now."""
+    async with state.pool.connection() as conn:
+        statuses = await database_status(conn)
+        cur = await conn.execute(
+            "SELECT (SELECT coalesce(max(position), 0) FROM events),"
+            " (SELECT coalesce(extract(epoch FROM now() - min(xact_start)), 0) FROM pg_stat_activity"
+            "  WHERE backend_xid IS NOT NULL AND datname = current_database())")
+        appended, oldest_tx = await cur.fetchone()
+    return _gauges(await with_queues(statuses, await state.broker.connection()), appended, float(oldest_tx))
+
+
+def _registry() -> CollectorRegistry:
+    """This scrape's registry: the HTTP figures of every process of this `orders api` (of this one
+    process outside multiprocess mode)."""
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:  # as prometheus_client itself decides, at import
+        return HTTP
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    return registry
 
 
 async def metrics_token(connection: ASGIConnection, _: BaseRouteHandler) -> None:
@@ -87,45 +129,14 @@ async def metrics_token(connection: ASGIConnection, _: BaseRouteHandler) -> None
             raise NotAuthorizedException("GET /metrics needs the METRICS_TOKEN as a bearer token")
 
 
-@get("/metrics", opt={"public": True}, guards=[metrics_token], operation_id="metrics", tags=["operations"],
-     include_in_schema=True, summary="Prometheus metrics", media_type="text/plain; version=0.0.4")
-async def metrics(state: State) -> Response[str]:
-    # The system's figures are shared for a second by every caller (api/probes.py); HTTP ones are live.
-    lines = state.http_metrics.lines() + await state.system_figures.get(lambda: _system(state))
-    return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
-
-
-async def _system(state: State) -> list[str]:
-    async with state.pool.connection() as conn:
-        statuses = await database_status(conn)
-        cur = await conn.execute(
-            "SELECT (SELECT coalesce(max(position), 0) FROM events),"
-            " (SELECT coalesce(extract(epoch FROM now() - min(xact_start)), 0) FROM pg_stat_activity"
-            "  WHERE backend_xid IS NOT NULL AND datname = current_database())")
-        appended, oldest_tx = await cur.fetchone()
-    statuses = await with_queues(statuses, await state.broker.connection())
-    relay = next(s for s in statuses if s.name == "relay")
-    projections = [s for s in statuses if s.name != "relay"]
-    lines = _gauge("orders_events_appended", "Position of the newest event in the store.", [("", appended)])
-    lines += _gauge("orders_events_published", "Position up to which the relay has published (confirmed).",
-                    [("", relay.checkpoint)])
-    lines += _gauge("orders_relay_lag_seconds", "Age of the oldest event the relay has not published.",
-                    [("", relay.lag_seconds)])
-    lines += _gauge("orders_relay_behind_events", "Events the relay has not published.", [("", relay.events_behind)])
-    for metric, help, attr in (
-        ("orders_projection_checkpoint", "Position of the last event the projection applied.", "checkpoint"),
-        ("orders_projection_behind_events", "Events of the projection's kinds not applied yet.", "events_behind"),
-        ("orders_projection_lag_seconds", "Age of the oldest event the projection has not applied.", "lag_seconds"),
-        ("orders_projection_queued_messages", "Messages waiting in the projection's queue.", "queued"),
-        ("orders_projection_dead_lettered_messages", "Messages in the projection's dead-letter queue.",
-         "dead_lettered"),
-    ):
-        lines += _gauge(metric, help, [(f'{{projection="{s.name}"}}', getattr(s, attr)) for s in projections
-                                       if getattr(s, attr) is not None])
-    lines += _gauge("orders_oldest_transaction_seconds",
-                    "Age of the oldest open writing transaction: readers of the event store wait for it.",
-                    [("", round(float(oldest_tx), 3))])
-    return lines
+@get("/metrics", opt={"public": True, "problems": {401: "METRICS_TOKEN is set and was not given."}},
+     guards=[metrics_token], operation_id="metrics", tags=["operations"], summary="Prometheus metrics",
+     media_type=CONTENT_TYPE_LATEST)
+async def metrics(state: State) -> Response[bytes]:
+    """Requests and latency by route (summed over the processes of this `orders api`), and the
+    event store's, relay's and projections' figures, shared for a second by every caller (api/probes.py)."""
+    system = _Snapshot(await state.system_figures.get(lambda: _system(state)))
+    return Response(generate_latest(_registry()) + generate_latest(system), media_type=CONTENT_TYPE_LATEST)
 
 
 def correlate(app):

@@ -9,12 +9,15 @@ from typing import Annotated
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 from msgspec import Meta
 
 from api.auth import event_meta, requires
+from api.conditional import IfNoneMatch, tagged
+from api.openapi import ETAG, LOCATION, NOT_MODIFIED, REPLAYED
 from api.consistency import Watch
 from api.pagination import Pager, Sort
+from api.problems import pattern
 from events import orders
 from events.commands import ordering
 from events.errors import Invalid, NotFound
@@ -26,11 +29,11 @@ Text = Annotated[str, Meta(min_length=1, max_length=200)]
 
 
 class AddressIn(msgspec.Struct, forbid_unknown_fields=True):
-    name: Text
-    line1: Text
-    city: Text
-    postal_code: Annotated[str, Meta(min_length=1, max_length=20)]
-    country: Annotated[str, Meta(pattern=r"^[A-Za-z]{2}$")]
+    name: Annotated[Text, Meta(examples=["Ada Lovelace"])]
+    line1: Annotated[Text, Meta(examples=["12 St James Square"])]
+    city: Annotated[Text, Meta(examples=["London"])]
+    postal_code: Annotated[str, Meta(min_length=1, max_length=20, examples=["SW1Y 4JH"])]
+    country: Annotated[str, pattern(r"^[A-Za-z]{2}$", "a two-letter country code such as GB")]
     line2: Annotated[str, Meta(max_length=200)] = ""
 
     def address(self) -> Address:
@@ -104,8 +107,13 @@ def out(o: Order, viewer: Actor) -> OrderOut:
         version=o.version, created_at=o.created_at, updated_at=o.updated_at, partial=not whole)
 
 
-def idempotency(request: Request, body: object) -> tuple[str, bytes] | None:
-    key = request.headers.get("idempotency-key")
+IdempotencyKey = Annotated[str | None, HeaderParameter(
+    name="Idempotency-Key", description="Any string of 1 to 200 characters, such as a UUID. The same key with"
+    " the same body answers the first order again (with Idempotent-Replayed: true) instead of placing another;"
+    " with another body it is a 422.")]
+
+
+def idempotency(key: str | None, body: object) -> tuple[str, bytes] | None:
     if key is None:
         return None
     if not 1 <= len(key) <= 200:
@@ -129,17 +137,35 @@ async def placed(state: State, order: Order, created: bool, viewer: Actor,
     headers = {"Location": f"/orders/{order.id}"}
     if not created:
         headers["Idempotent-Replayed"] = "true"
-    return Response(out(order, viewer), status_code=201, headers=headers)
+    return tagged(out(order, viewer), order.version, status=201, headers=headers)
+
+
+NO_ORDER = "No such order, or not one the caller may see."
+PLACING = {
+    409: "Not enough stock of a product (`available` says how much is left), or it changed meanwhile.",
+    422: "An item or the address is not valid, a product does not exist or is discontinued, the currencies"
+         " differ, or the Idempotency-Key was used with another body.",
+}
+
+
+def transition_problems(who: str, statuses: str) -> dict:
+    return {"problems": {403: f"Only {who} may do this.", 404: NO_ORDER,
+                         409: f"The order is not {statuses} (`current_status` says what it is), or it changed"
+                              " meanwhile."}}
 
 
 @post("/orders", guards=[requires("buyer")], operation_id="placeOrder", tags=["orders"],
-      summary="Place an order; stock is reserved at once (honours Idempotency-Key)")
-async def place_order(data: JSONBody[OrderIn], request: Request, state: State) -> Response[OrderOut]:
+      summary="Place an order; stock is reserved at once (honours Idempotency-Key)",
+      response_headers=[ETAG, LOCATION, REPLAYED], opt={"problems": PLACING})
+async def place_order(data: JSONBody[OrderIn], request: Request, state: State,
+                      idempotency_key: IdempotencyKey = None) -> Response[OrderOut]:
+    """At the catalog's prices, in one currency, all lines or none. The order is pending until paid;
+    unpaid after ORDER_PAYMENT_TIMEOUT, it expires and its stock goes back."""
     order_id = uuid.uuid4()
     with watch_order(state, order_id) as watch:
         order, created = await ordering.place(
             state.pool, request.user.id, [(i.product_id, i.quantity) for i in data.items],
-            data.shipping_address.address(), event_meta(request), idempotency=idempotency(request, data),
+            data.shipping_address.address(), event_meta(request), idempotency=idempotency(idempotency_key, data),
             order_id=order_id)
         return await placed(state, order, created, request.user.actor, watch)
 
@@ -156,12 +182,16 @@ async def _current(state: State, order_id: uuid.UUID) -> Order | None:
 
 
 @get("/orders/{order_id:uuid}", operation_id="getOrder", tags=["orders"],
-     summary="One order (404 to anyone who may not see it)")
-async def get_order(order_id: FromPath[uuid.UUID], request: Request, state: State) -> OrderOut:
+     summary="One order (404 to anyone who may not see it)", response_headers=[ETAG], responses=NOT_MODIFIED,
+     opt={"problems": {404: NO_ORDER}})
+async def get_order(order_id: FromPath[uuid.UUID], request: Request, state: State,
+                    if_none_match: IfNoneMatch = None) -> Response[OrderOut]:
+    """Its buyer, the seller of any of its lines and admins see it. Never older than your own last
+    change to it."""
     order = await _current(state, order_id)
     if not orders.visible(order, request.user.actor):
         raise NotFound("no such order")
-    return out(order, request.user.actor)
+    return tagged(out(order, request.user.actor), order.version, if_none_match)
 
 
 _NEWEST_FIRST = Sort(("created_at", "id"), ("timestamptz", "uuid"), descending=True)
@@ -178,6 +208,7 @@ async def list_orders(
     limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
     cursor: FromQuery[str | None] = None,
 ) -> OrderPage:
+    """Newest first; `created_to` is exclusive. Pages as every list: `next_cursor` back as `cursor`."""
     pager = Pager(state.settings.jwt_secret, _NEWEST_FIRST, limit, cursor, listing="orders", status=status,
                   created_from=created_from, created_to=created_to)
     where, params = [], []
@@ -198,41 +229,50 @@ async def list_orders(
     return OrderPage(items=[out(o, request.user.actor) for o in found], next_cursor=next_cursor)
 
 
-async def _transition(request: Request, state: State, order_id: uuid.UUID, decide, moves_stock: bool) -> OrderOut:
+async def _transition(request: Request, state: State, order_id: uuid.UUID, decide,
+                      moves_stock: bool) -> Response[OrderOut]:
     with watch_order(state, order_id) as watch:
         order = await ordering.transition(state.pool, order_id, request.user.actor, decide, event_meta(request),
                                           moves_stock=moves_stock)
         await read_your_write(state, order, watch)
-    return out(order, request.user.actor)
+    return tagged(out(order, request.user.actor), order.version)
 
 
 @post("/orders/{order_id:uuid}/pay", operation_id="payOrder", tags=["orders"], status_code=200,
-      summary="Pay a pending order (the buyer; test-mode payment)")
+      summary="Pay a pending order (the buyer; test-mode payment)", response_headers=[ETAG],
+      opt=transition_problems("the order's buyer", "pending"))
 async def pay(order_id: FromPath[uuid.UUID], request: Request, state: State,
-              data: JSONBody[PayIn | None] = None) -> OrderOut:
+              data: JSONBody[PayIn | None] = None) -> Response[OrderOut]:
+    """The body is optional: a payment `reference` of your own, or one is made up (`test_...`)."""
     reference = (data.reference if data and data.reference else None) or f"test_{uuid.uuid4().hex}"
     actor = request.user.actor
     return await _transition(request, state, order_id, lambda o: orders.pay(o, actor, reference), False)
 
 
 @post("/orders/{order_id:uuid}/ship", operation_id="shipOrder", tags=["orders"], status_code=200,
-      summary="Ship a paid order (admin, or the seller of every line)")
-async def ship(order_id: FromPath[uuid.UUID], request: Request, state: State) -> OrderOut:
+      summary="Ship a paid order (admin, or the seller of every line)", response_headers=[ETAG],
+      opt=transition_problems("an admin or the seller of every line", "paid"))
+async def ship(order_id: FromPath[uuid.UUID], request: Request, state: State) -> Response[OrderOut]:
+    """Its reserved units leave the stock for good."""
     actor = request.user.actor
     return await _transition(request, state, order_id, lambda o: orders.ship(o, actor), True)
 
 
 @post("/orders/{order_id:uuid}/deliver", operation_id="deliverOrder", tags=["orders"], status_code=200,
-      summary="Mark a shipped order delivered (admin, or the seller of every line)")
-async def deliver(order_id: FromPath[uuid.UUID], request: Request, state: State) -> OrderOut:
+      summary="Mark a shipped order delivered (admin, or the seller of every line)", response_headers=[ETAG],
+      opt=transition_problems("an admin or the seller of every line", "shipped"))
+async def deliver(order_id: FromPath[uuid.UUID], request: Request, state: State) -> Response[OrderOut]:
+    """The end of an order's life."""
     actor = request.user.actor
     return await _transition(request, state, order_id, lambda o: orders.deliver(o, actor), False)
 
 
 @post("/orders/{order_id:uuid}/cancel", operation_id="cancelOrder", tags=["orders"], status_code=200,
-      summary="Cancel a pending or paid order (the buyer, or an admin); stock goes back, a payment is refunded")
+      summary="Cancel a pending or paid order (the buyer, or an admin); stock goes back, a payment is refunded",
+      response_headers=[ETAG], opt=transition_problems("the order's buyer or an admin", "pending or paid"))
 async def cancel(order_id: FromPath[uuid.UUID], request: Request, state: State,
-                 data: JSONBody[CancelIn | None] = None) -> OrderOut:
+                 data: JSONBody[CancelIn | None] = None) -> Response[OrderOut]:
+    """The body is optional: a `reason`. A paid order's `refund` is its total."""
     actor = request.user.actor
     reason = data.reason if data else ""
     return await _transition(request, state, order_id, lambda o: orders.cancel(o, actor, reason), True)

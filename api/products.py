@@ -12,7 +12,10 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from msgspec import UNSET, Meta, UnsetType
 
 from api.auth import PUBLIC, event_meta, requires
+from api.conditional import IfMatch, IfNoneMatch, expected_version, tagged
+from api.openapi import ETAG, LOCATION, NOT_MODIFIED
 from api.pagination import Pager, Sort
+from api.problems import pattern
 from events import product_state, products
 from events.commands import catalog
 from events.errors import Invalid, NotFound
@@ -22,16 +25,24 @@ from projections import catalog as rows
 
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
 Description = Annotated[str, Meta(max_length=5000)]
-Sku = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^\S(.*\S)?$")]
-ImageUrl = Annotated[str, Meta(max_length=2048, pattern=r"^https?://[^\s/$.?#][^\s]*$")]
+Sku = Annotated[str, pattern(r"^\S(.*\S)?$", "a code without spaces at either end, such as MUG-1",
+                             min_length=1, max_length=64)]
+ImageUrl = Annotated[str, pattern(r"^https?://[^\s/$.?#][^\s]*$",
+                                  "an http(s) URL such as https://shop.example/mug.jpg", max_length=2048)]
 Quantity = Annotated[int, Meta(ge=1, le=1_000_000)]
 
 
+Price = Annotated[str, Meta(description="An exact decimal string of ASCII digits, at most two places, above 0"
+                                        " (a JSON number is refused: money is never a float).",
+                            examples=["19.99"])]
+Currency = Annotated[str, Meta(description="An ISO 4217 code.", examples=["EUR"])]
+
+
 class ProductIn(msgspec.Struct, forbid_unknown_fields=True):
-    name: Name
-    price: str  # "19.99": money is a string (events.money)
-    stock: Annotated[int, Meta(ge=0, le=1_000_000_000)]
-    currency: str | None = None
+    name: Annotated[Name, Meta(examples=["Blue mug"])]
+    price: Price
+    stock: Annotated[int, Meta(ge=0, le=1_000_000_000, description="Units on hand.", examples=[12])]
+    currency: Currency | None = None  # DEFAULT_CURRENCY when left out
     description: Description = ""
     sku: Sku | None = None
     image_url: ImageUrl | None = None
@@ -40,8 +51,8 @@ class ProductIn(msgspec.Struct, forbid_unknown_fields=True):
 class ProductPatch(msgspec.Struct, forbid_unknown_fields=True):
     name: Name | UnsetType = UNSET
     description: Description | UnsetType = UNSET
-    price: str | UnsetType = UNSET
-    currency: str | UnsetType = UNSET
+    price: Price | UnsetType = UNSET
+    currency: Currency | UnsetType = UNSET
     sku: Sku | None | UnsetType = UNSET
     image_url: ImageUrl | None | UnsetType = UNSET
 
@@ -80,21 +91,9 @@ def out(p: Product) -> ProductOut:
                       updated_at=p.updated_at)
 
 
-def respond(p: Product, status: int = 200) -> Response[ProductOut]:
-    headers = {"ETag": f'"{p.version}"'}
-    if status == 201:
-        headers["Location"] = f"/products/{p.id}"
-    return Response(out(p), status_code=status, headers=headers)
-
-
-def parse_if_match(request: Request) -> int | None:
-    raw = request.headers.get("if-match")
-    if raw is None or raw.strip() == "*":
-        return None
-    try:
-        return int(raw.strip().removeprefix("W/").strip('"'))
-    except ValueError:
-        raise Invalid("If-Match", "must be an ETag this API returned, such as \"3\"") from None
+def respond(p: Product, status: int = 200, if_none_match: str | None = None) -> Response[ProductOut]:
+    created = {"Location": f"/products/{p.id}"} if status == 201 else None
+    return tagged(out(p), p.version, if_none_match, status=status, headers=created)
 
 
 async def read_your_write(state: State, p: Product) -> None:
@@ -103,10 +102,17 @@ async def read_your_write(state: State, p: Product) -> None:
 
 
 SELLERS = [requires("seller", "admin")]
+NO_PRODUCT = "No such product, or it was discontinued."
+NOT_YOURS = "Not a seller or admin, or not the seller who owns this product."
+SKU_TAKEN = "This seller already has a product with that SKU."
+BAD_IF_MATCH = "A field is not valid, or If-Match is not an ETag this API returned."
 
 
-@post("/products", guards=SELLERS, operation_id="createProduct", tags=["products"], summary="Add a product")
+@post("/products", guards=SELLERS, operation_id="createProduct", tags=["products"], summary="Add a product",
+      response_headers=[ETAG, LOCATION], opt={"problems": {409: SKU_TAKEN}})
 async def create_product(data: JSONBody[ProductIn], request: Request, state: State) -> Response[ProductOut]:
+    """The caller becomes its seller. `currency` defaults to DEFAULT_CURRENCY; `stock` is what is on
+    hand. Answers once the catalog shows it, so a listing right after includes it."""
     fields = {
         "name": data.name, "description": data.description, "price": parse_price(data.price),
         "currency": parse_currency(data.currency or state.settings.default_currency), "stock": data.stock,
@@ -118,9 +124,12 @@ async def create_product(data: JSONBody[ProductIn], request: Request, state: Sta
 
 
 @patch("/products/{product_id:uuid}", guards=SELLERS, operation_id="updateProduct", tags=["products"],
-       summary="Change some fields (owner or admin); honours If-Match")
+       summary="Change some fields (owner or admin); honours If-Match", response_headers=[ETAG],
+       opt={"problems": {403: NOT_YOURS, 404: NO_PRODUCT, 409: SKU_TAKEN, 412: None, 422: BAD_IF_MATCH}})
 async def update_product(product_id: FromPath[uuid.UUID], data: JSONBody[ProductPatch], request: Request,
-                         state: State) -> Response[ProductOut]:
+                         state: State, if_match: IfMatch = None) -> Response[ProductOut]:
+    """Only the fields sent change; `sku` and `image_url` may be set to null. Stock changes by
+    restocking, and by orders."""
     changes = {f: getattr(data, f) for f in products.EDITABLE if getattr(data, f) is not UNSET}
     if not changes:
         raise Invalid("body", "name at least one field to change")
@@ -131,15 +140,18 @@ async def update_product(product_id: FromPath[uuid.UUID], data: JSONBody[Product
     caller = request.user
     product = await catalog.change(
         state.pool, product_id, lambda p: products.update(p, caller.actor, changes),
-        event_meta(request), if_match=parse_if_match(request))
+        event_meta(request), if_match=expected_version(if_match))
     await read_your_write(state, product)
     return respond(product)
 
 
 @post("/products/{product_id:uuid}/restock", guards=SELLERS, operation_id="restockProduct", tags=["products"],
-      status_code=200, summary="Add stock (owner or admin)")
+      status_code=200, summary="Add stock (owner or admin)", response_headers=[ETAG],
+      opt={"problems": {403: NOT_YOURS, 404: NO_PRODUCT,
+                        409: "On hand would pass 1,000,000,000 units (`limit`), or the product changed meanwhile."}})
 async def restock_product(product_id: FromPath[uuid.UUID], data: JSONBody[RestockIn], request: Request,
                           state: State) -> Response[ProductOut]:
+    """Adds to what is on hand; what open orders reserved stays reserved."""
     caller = request.user
     product = await catalog.change(
         state.pool, product_id, lambda p: products.restock(p, caller.actor, data.quantity),
@@ -149,12 +161,16 @@ async def restock_product(product_id: FromPath[uuid.UUID], data: JSONBody[Restoc
 
 
 @delete("/products/{product_id:uuid}", guards=SELLERS, operation_id="discontinueProduct", tags=["products"],
-        summary="Discontinue a product (owner or admin): it leaves listings and cannot be ordered")
-async def discontinue_product(product_id: FromPath[uuid.UUID], request: Request, state: State) -> None:
+        summary="Discontinue a product (owner or admin): it leaves listings and cannot be ordered",
+        opt={"problems": {403: NOT_YOURS, 404: NO_PRODUCT, 409: None, 412: None,
+                          422: "If-Match is not an ETag this API returned."}})
+async def discontinue_product(product_id: FromPath[uuid.UUID], request: Request, state: State,
+                              if_match: IfMatch = None) -> None:
+    """Orders that hold it keep it; it is gone from listings and GET /products/{id} answers 404."""
     caller = request.user
     product = await catalog.change(
         state.pool, product_id, lambda p: products.discontinue(p, caller.actor),
-        event_meta(request), if_match=parse_if_match(request))
+        event_meta(request), if_match=expected_version(if_match))
     await read_your_write(state, product)
 
 
@@ -170,12 +186,15 @@ async def _current(state: State, product_id: uuid.UUID) -> Product | None:
     return row if row and row.active else None
 
 
-@get("/products/{product_id:uuid}", opt=PUBLIC, operation_id="getProduct", tags=["products"], summary="One product")
-async def get_product(product_id: FromPath[uuid.UUID], state: State) -> Response[ProductOut]:
+@get("/products/{product_id:uuid}", operation_id="getProduct", tags=["products"], summary="One product",
+     response_headers=[ETAG], responses=NOT_MODIFIED, opt={**PUBLIC, "problems": {404: NO_PRODUCT}})
+async def get_product(product_id: FromPath[uuid.UUID], state: State,
+                      if_none_match: IfNoneMatch = None) -> Response[ProductOut]:
+    """Never older than your own last change to it, even while the catalog catches up."""
     product = await _current(state, product_id)
     if product is None:
         raise NotFound("no such product")
-    return respond(product)
+    return respond(product, if_none_match=if_none_match)
 
 
 class SortBy(str, Enum):
@@ -208,6 +227,8 @@ async def list_products(
     limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
     cursor: FromQuery[str | None] = None,
 ) -> ProductPage:
+    """`q` matches words of the name and description. A cursor continues only the query that made
+    it: send it with the same filters and sort (otherwise 422, naming `cursor`)."""
     where, params = ["active"], []
     if q and q.strip():
         where.append("search @@ websearch_to_tsquery('simple', %s)")

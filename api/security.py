@@ -11,7 +11,7 @@ import jwt
 import msgspec
 
 from events.commands.sessions import Session
-from events.settings import DEV_SECRET, Settings
+from events.settings import Settings, check_secret, weak_secret
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +34,9 @@ class TokenPair(msgspec.Struct, frozen=True):
 
 class Tokens:
     def __init__(self, settings: Settings):
+        check_secret(settings)  # refuses a weak secret outside dev mode
         secret = settings.jwt_secret
-        if len(secret.encode()) < 32 or secret == DEV_SECRET:
-            if not settings.dev_mode:
-                raise RuntimeError("JWT_SECRET must be at least 32 bytes (or set ORDERS_DEV_MODE=1 for local use)")
+        if weak_secret(secret):  # so in dev mode
             log.warning("DEV MODE: using a development JWT secret; never run like this in production")
         self.secret, self.issuer, self.audience = secret, settings.jwt_issuer, settings.jwt_audience
         self.access_ttl = timedelta(minutes=settings.access_token_minutes)

@@ -21,11 +21,12 @@ def make_pool(url: str, *, min_size: int = 2, max_size: int = 10, name: str | No
               timeout: float = 30.0) -> AsyncConnectionPool:
     """A pool of autocommit connections; transactions are explicit (`async with conn.transaction()`).
 
+    Sessions are in UTC whatever the server's time zone, so every time read back is UTC (`...Z`).
     `name` is the connections' application_name (pg_stat_activity shows it). With `check`, a connection
     the server ended while it sat idle (a restart, a failover, pg_terminate_backend) is replaced as it
     leaves the pool, before anyone uses it; no statement is ever retried, so a command cannot be applied
     twice. `timeout` is how long a caller waits for a connection before PoolTimeout."""
-    kwargs = {"autocommit": True, **({"application_name": name} if name else {})}
+    kwargs = {"autocommit": True, "options": "-c TimeZone=UTC", **({"application_name": name} if name else {})}
     checker = _Check() if check else None
     pool = AsyncConnectionPool(url, min_size=min_size, max_size=max_size, open=False, kwargs=kwargs, timeout=timeout,
                                check=checker)

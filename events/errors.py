@@ -2,9 +2,8 @@
 
 
 class DomainError(Exception):
-    """Base of every error a client caused and can read about."""
-
-    title = "Bad request"
+    """Base of every error a client caused and can read about; api/problems.py gives each status
+    its one title."""
 
     def __init__(self, detail: str, **extra: object):
         super().__init__(detail)
@@ -15,28 +14,26 @@ class DomainError(Exception):
 class Invalid(DomainError):
     """Input that is well formed but not acceptable; `field` names the culprit."""
 
-    title = "Invalid input"
-
     def __init__(self, field: str, detail: str, **extra: object):
         super().__init__(detail, field=field, **extra)
         self.field = field
 
 
 class NotFound(DomainError):
-    title = "Not found"
+    pass
 
 
 class Conflict(DomainError):
-    title = "Conflict"
+    pass
 
 
 class Forbidden(DomainError):
-    title = "Forbidden"
+    pass
 
 
 class Unauthorized(DomainError):
-    title = "Unauthorized"
+    pass
 
 
 class PreconditionFailed(DomainError):
-    title = "Precondition failed"
+    pass

@@ -144,9 +144,12 @@ def evolve(state: Product | None, e: Event, version: int, at: datetime) -> Produ
                            price=e.price, currency=e.currency, on_hand=e.stock, reserved=0, sku=e.sku,
                            image_url=e.image_url, source=e.source, active=True, created_at=e.created_at, updated_at=at, version=version)
         case ProductScraped() if state is None:
+            # Created when recorded, not when scraped: the scraper reads its clock inside the recording
+            # transaction, after the store's recorded time was taken, so scraped_at would make a new
+            # product look updated before it was created.
             return Product(id=e.product_id, seller_id=None, name=e.name, description=e.description, price=e.price,
                            currency=e.currency, on_hand=e.stock, reserved=0, sku=e.sku, image_url=e.image_url,
-                           source=e.source, active=True, created_at=e.scraped_at, updated_at=at, version=version)
+                           source=e.source, active=True, created_at=at, updated_at=at, version=version)
         case ProductScraped():
             return msgspec.structs.replace(state, name=e.name, description=e.description, price=e.price,
                                            currency=e.currency, on_hand=e.stock, sku=e.sku, image_url=e.image_url,

@@ -1,53 +1,67 @@
-"""Settings, read once from the environment; every default works on a local machine."""
+"""Settings, read once from the environment; every default works on a local machine.
 
-import logging
+A value that cannot work is refused with a ConfigError whose message is one line naming the
+environment variable, what it should be, and what to do: the `orders` command prints it and exits 2.
+"""
+
 import os
+import typing
 from functools import cache
+from typing import Annotated, Literal
 
 import msgspec
-
-log = logging.getLogger(__name__)
+from msgspec import Meta
 
 DEV_SECRET = "dev-only-secret-never-use-in-production!!"
+MIN_SECRET_BYTES = 32
+
+Positive = Annotated[int, Meta(ge=1)]
+Seconds = Annotated[float, Meta(ge=0)]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LogFormat = Literal["json", "text"]
+
+
+class ConfigError(RuntimeError):
+    """A setting that cannot work; the message says which and what to do, in one line."""
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str = "postgresql://postgres@127.0.0.1:5432/orders"
     rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/"
-    database_timeout: float = 5.0  # seconds an API request waits for a database connection (then 503)
+    database_timeout: Annotated[float, Meta(gt=0)] = 5.0  # seconds an API request waits for a database connection (then 503)
     dev_mode: bool = False
     jwt_secret: str = DEV_SECRET
     jwt_issuer: str = "orders"
     jwt_audience: str = "orders-api"
-    access_token_minutes: int = 15
-    refresh_token_days: int = 7
-    argon2_time_cost: int = 3
-    argon2_memory_kib: int = 65536
+    access_token_minutes: Positive = 15
+    refresh_token_days: Positive = 7
+    argon2_time_cost: Positive = 3
+    argon2_memory_kib: Annotated[int, Meta(ge=8)] = 65536
     cors_origins: tuple[str, ...] = ()
-    login_rate_limit: int = 10  # requests per minute per client address
-    register_rate_limit: int = 10
-    login_failure_limit: int = 10  # failed logins per account per 15 minutes, from any address
-    max_body_bytes: int = 1_048_576
-    request_body_timeout: float = 10.0  # seconds a client has to send a request's whole body
+    login_rate_limit: Positive = 60  # a minute per client address, successes included: an office logs many in
+    register_rate_limit: Positive = 10
+    login_failure_limit: Positive = 10  # failed logins per account per 15 minutes, from any address
+    max_body_bytes: Positive = 1_048_576
+    request_body_timeout: Annotated[float, Meta(gt=0)] = 10.0  # seconds a client has to send a request's whole body
     forwarded_allow_ips: str = ""  # proxies whose X-Forwarded-For is believed: none unless configured
     default_currency: str = "USD"
-    ryw_timeout: float = 2.0  # seconds a command waits for its projection (read-your-writes)
-    order_payment_timeout: float = 1800.0  # seconds an order may stay unpaid before it expires
-    fulfilment_ship_after: float = 5.0
-    fulfilment_deliver_after: float = 10.0
+    ryw_timeout: Seconds = 2.0  # seconds a command waits for its projection (read-your-writes)
+    order_payment_timeout: Seconds = 1800.0  # seconds an order may stay unpaid before it expires
+    fulfilment_ship_after: Seconds = 5.0
+    fulfilment_deliver_after: Seconds = 10.0
     scraper_sources: str | None = None  # a TOML file of extra sources
-    scraper_timeout: float = 10.0
-    scraper_retries: int = 3
-    relay_batch_size: int = 1000
-    relay_max_events_per_message: int = 500  # 1: one event per message, as before batching
-    relay_linger_seconds: float = 0.02  # under load, how long the relay lets events gather between reads
-    projection_partitions: int = 1  # queues per projection, by a hash of the stream id
-    relay_poll_seconds: float = 1.0
-    projection_max_attempts: int = 5
-    projection_retry_seconds: float = 1.0  # first retry's backoff; it doubles on each attempt, up to a minute
+    scraper_timeout: Annotated[float, Meta(gt=0)] = 10.0
+    scraper_retries: Annotated[int, Meta(ge=0)] = 3
+    relay_batch_size: Positive = 1000
+    relay_max_events_per_message: Positive = 500  # 1: one event per message, as before batching
+    relay_linger_seconds: Seconds = 0.02  # under load, how long the relay lets events gather between reads
+    projection_partitions: Positive = 1  # queues per projection, by a hash of the stream id
+    relay_poll_seconds: Annotated[float, Meta(gt=0)] = 1.0
+    projection_max_attempts: Positive = 5
+    projection_retry_seconds: Seconds = 1.0  # first retry's backoff; it doubles on each attempt, up to a minute
     metrics_token: str = ""  # when set, GET /metrics needs it as a bearer token
-    log_level: str = "INFO"
-    log_format: str = "json"  # or "text"
+    log_level: LogLevel = "INFO"
+    log_format: LogFormat = "json"
 
 
 _ENV = {
@@ -89,21 +103,60 @@ _ENV = {
     "LOG_FORMAT": "log_format",
 }
 
+_FIELDS = {f.name: f for f in msgspec.structs.fields(Settings)}
+_SWITCH = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
-def from_env(env: dict[str, str] | None = None) -> Settings:
+
+def _expected(annotation: object) -> str:
+    """What a value of this type looks like, in words: 'a whole number >= 1', 'one of json, text'."""
+    bounds = ""
+    if typing.get_origin(annotation) is Annotated:
+        annotation, *metadata = typing.get_args(annotation)
+        for meta in metadata:
+            for name, sign in (("ge", ">="), ("gt", ">")):
+                if getattr(meta, name, None) is not None:
+                    bounds = f" {sign} {getattr(meta, name):g}"
+    if typing.get_origin(annotation) is Literal:
+        return "one of " + ", ".join(typing.get_args(annotation))
+    return {int: "a whole number", float: "a number of seconds"}.get(annotation, "a text") + bounds
+
+
+def _value(var: str, text: str) -> object:
+    """The environment's text converted to the field's type, or a ConfigError naming `var`."""
+    field = _FIELDS[_ENV[var]]
+    if field.name == "cors_origins":
+        return tuple(o.strip() for o in text.split(",") if o.strip())
+    if field.name == "dev_mode":
+        if text.lower() not in _SWITCH:
+            raise ConfigError(f"{var}={text!r} is not valid: use 1 to turn dev mode on or 0 to leave it off")
+        return _SWITCH[text.lower()]
+    try:
+        return msgspec.convert(text.strip().upper() if field.name == "log_level" else text.strip(), field.type,
+                               strict=False)
+    except msgspec.ValidationError:
+        raise ConfigError(f"{var}={text!r} is not valid: expected {_expected(field.type)}; fix it, or unset"
+                          f" {var} to use the default ({field.default})") from None
+
+
+def from_env(env: typing.Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
-    raw: dict[str, object] = {}
-    for var, field in _ENV.items():
-        if not env.get(var):
-            continue  # unset or empty: keep the default
-        value: object = env[var]
-        if field == "cors_origins":
-            value = [o.strip() for o in env[var].split(",") if o.strip()]
-        elif field == "dev_mode":
-            value = env[var].lower() in {"1", "true", "yes", "on"}
-        raw[field] = value
-    # strict=False lets "15" become 15 and reports a bad value with the field's name.
-    return msgspec.convert(raw, Settings, strict=False)
+    # unset or empty: keep the default
+    return Settings(**{field: _value(var, env[var]) for var, field in _ENV.items() if env.get(var)})
+
+
+def weak_secret(secret: str) -> bool:
+    return secret == DEV_SECRET or len(secret.encode()) < MIN_SECRET_BYTES
+
+
+def check_secret(settings: Settings) -> None:
+    """A JWT secret that can protect tokens; outside dev mode, a missing or weak one is a ConfigError."""
+    secret = settings.jwt_secret
+    if not settings.dev_mode and weak_secret(secret):
+        problem = "is not set" if secret == DEV_SECRET else f"is shorter than {MIN_SECRET_BYTES} bytes"
+        raise ConfigError(
+            f"JWT_SECRET {problem}: set it to a random string of {MIN_SECRET_BYTES}+ bytes (for example"
+            " `export JWT_SECRET=$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')`),"
+            " or set ORDERS_DEV_MODE=1 to use a built-in development key on your own machine")
 
 
 @cache

@@ -12,7 +12,6 @@ half-built one; it waits (it does not fail) for the moment of the swap.
 import asyncio
 import multiprocessing
 import os
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -29,31 +28,24 @@ from projections.bulk import SCHEMA, bulk, bulk_in_process, init_worker, matches
 CATCH_UP_BATCH = 20000  # events per transaction of the catch-up
 PARALLEL_FROM = 100_000  # events: below this, starting processes costs more than it saves
 
-
-def progress_bar(done: int, total: int, started: float) -> None:
-    rate = done / max(time.monotonic() - started, 1e-9)
-    left = (total - done) / rate if rate and total > done else 0
-    width = 30
-    filled = int(width * done / total) if total else width
-    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done:,}/{total:,} events"
-                     f"  {rate:,.0f} events/s  {left:,.0f}s left ")
-    sys.stderr.flush()
+Progress = Callable[[int, int], None]  # (events folded so far, events to fold)
 
 
 async def _replay(conn: AsyncConnection, projectors: list[Projector],
-                  after: tuple[int, int]) -> tuple[tuple[int, int], int]:
-    """Catch up from `after` through the live consumers' `fold_batch`; returns where it ended and
-    how many events it read."""
-    applied = 0
+                  after: tuple[int, int]) -> tuple[tuple[int, int], int, int]:
+    """Catch up from `after` through the live consumers' `fold_batch`; returns where it ended, how
+    many events it folded and how many it read (the log's others feed none of `projectors`)."""
+    folded = read = 0
     while batch := await store.read_all(conn, after, CATCH_UP_BATCH):
         async with conn.transaction():
             for projector in projectors:
                 mine = [r for r in batch if matches(projector, r.type)]
                 if mine:
                     await fold_batch(conn, projector, mine, strict=True)  # unknown types fail loudly
+                folded += len(mine)
         after = batch[-1].checkpoint
-        applied += len(batch)
-    return after, applied
+        read += len(batch)
+    return after, folded, read
 
 
 async def _shadow_tables(conn: AsyncConnection, tables: list[str]) -> dict[str, list[str]]:
@@ -148,28 +140,30 @@ async def _differences(conn: AsyncConnection, table: str, shown: int = 5) -> tup
 
 
 async def _build_and_swap(database_url: str, conn: AsyncConnection, projectors: list[Projector], tables: list[str],
-                          processes: int | None, verify: bool, dry_run: bool, progress, started: float) -> dict:
+                          processes: int | None, verify: bool, dry_run: bool, progress: Progress) -> dict:
     finish = await _shadow_tables(conn, tables)
     await conn.execute(f"SET search_path = {SCHEMA}, public")
     checkpoint = await store.head(conn)
-    replayed, counts = await _counts(conn, projectors, checkpoint)
+    in_log, counts = await _counts(conn, projectors, checkpoint)
     folded = sum(counts.values())
     if processes is None:
         processes = (os.cpu_count() or 1) if folded >= PARALLEL_FROM else 1
-    report = (lambda n: progress(n, folded, started)) if progress else (lambda n: None)
+    report = lambda done: progress(done, folded)  # noqa: E731
     if processes > 1:
         await _bulk_in_processes(database_url, projectors, checkpoint, finish, counts, processes, report)
     else:
         await _bulk_here(conn, projectors, checkpoint, [d for t in tables for d in finish[t]], report)
     # What arrived meanwhile, first without locks (the shadow tables are ours alone), so that the
     # live tables stay locked only for the few events that arrive during this pass.
-    checkpoint, tail = await _replay(conn, projectors, checkpoint)
-    result = {"events": replayed + tail, "differences": {}}
+    checkpoint, tail, read = await _replay(conn, projectors, checkpoint)
+    result = {"events": folded + tail, "log_events": in_log + read, "differences": {}}
     async with conn.transaction():
         for table in tables:
             await conn.execute(f"LOCK TABLE public.{table} IN ACCESS EXCLUSIVE MODE")
-        checkpoint, tail = await _replay(conn, projectors, checkpoint)
+        checkpoint, tail, read = await _replay(conn, projectors, checkpoint)
         result["events"] += tail
+        result["log_events"] += read
+        progress(result["events"], result["events"])
         if verify or dry_run:
             found = {t: await _differences(conn, t) for t in tables}
             result["differences"] = {t: count for t, (count, _) in found.items()}
@@ -185,10 +179,11 @@ async def _build_and_swap(database_url: str, conn: AsyncConnection, projectors: 
 
 
 async def rebuild(database_url: str, names: list[str] | None = None, *, verify: bool = False, dry_run: bool = False,
-                  progress: Callable[[int, int, float], None] | None = progress_bar,
-                  processes: int | None = None) -> dict:
-    """Returns {"events": replayed, "seconds": ..., "differences": {table: rows} (with verify), and
-    "examples": {table: a few differing rows}}.
+                  progress: Progress | None = None, processes: int | None = None) -> dict:
+    """Returns {"events": folded into the read tables, "log_events": read from the log (the others
+    feed no read table), "seconds": ..., "differences": {table: rows} (with verify), and "examples":
+    {table: a few differing rows}}. `progress(done, total)` is told of the folding as it goes and,
+    at the end, of the same count as "events".
 
     `processes`: how many processes fold at once (default: one per projection up to the number of
     cores, once the log is long enough to be worth it)."""
@@ -204,10 +199,8 @@ async def rebuild(database_url: str, names: list[str] | None = None, *, verify: 
         await conn.execute(f"CREATE SCHEMA {SCHEMA}")
         try:
             result = await _build_and_swap(database_url, conn, projectors, tables, processes, verify, dry_run,
-                                           progress, started)
+                                           progress or (lambda done, total: None))
         finally:
-            if progress:
-                sys.stderr.write("\n")  # ends the progress bar's line, also before the message of a failure
             with suppress(psycopg.Error):  # do not hide why a rebuild failed behind a lost connection
                 await conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")  # what is left of a failed one
     result["seconds"] = round(time.monotonic() - started, 3)

@@ -42,16 +42,16 @@ async def test_an_unknown_path_is_a_404_problem(client):
     r = await client.get("/nowhere")
     assert r.status_code == 404
     assert r.headers["content-type"].startswith("application/problem+json")
-    assert r.json()["status"] == 404 and r.json()["title"] == "Not Found"
+    assert r.json()["status"] == 404 and r.json()["title"] == "Not found"
 
 
 @pytest.mark.parametrize("path, methods", [
-    ("/products", "GET, OPTIONS, POST"),
-    ("/products/ID", "DELETE, GET, OPTIONS, PATCH"),
-    ("/orders", "GET, OPTIONS, POST"),
-    ("/cart", "DELETE, GET, OPTIONS"),
+    ("/products", "GET, HEAD, OPTIONS, POST"),
+    ("/products/ID", "DELETE, GET, HEAD, OPTIONS, PATCH"),
+    ("/orders", "GET, HEAD, OPTIONS, POST"),
+    ("/cart", "DELETE, GET, HEAD, OPTIONS"),
     ("/cart/items/ID", "DELETE, OPTIONS, PUT"),
-    ("/orders/ID", "GET, OPTIONS"),
+    ("/orders/ID", "GET, HEAD, OPTIONS"),
 ])
 async def test_options_lists_every_method_of_the_resource(client, path, methods):
     r = await client.options(path.replace("ID", str(uuid.uuid4())))

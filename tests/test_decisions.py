@@ -182,6 +182,14 @@ def test_a_scrape_that_says_nothing_new_records_nothing_and_spares_a_discontinue
     assert products.scrape(gone, p.id, "shop", url, run, {**values, "price": Decimal("1.00")}, T1) == []
 
 
+def test_a_scraped_product_is_created_when_recorded_so_it_is_never_updated_before_it_was_created():
+    values = {"name": "Mug", "description": "", "price": Decimal("5.00"), "currency": "EUR", "stock": 4,
+              "sku": None, "image_url": None}
+    [scraped] = products.scrape(None, uuid.uuid4(), "shop", "http://shop.example/p/1", uuid.uuid4(), values, T1)
+    p = advance(products.evolve, None, [scraped], T0)  # recorded by a transaction that began before the scrape
+    assert (p.created_at, p.updated_at) == (T0, T0)
+
+
 # Orders
 
 ADDRESS = orders.Address(name="A", line1="B", city="C", postal_code="1", country="GB")

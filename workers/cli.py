@@ -3,11 +3,13 @@
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-from events.settings import settings
+from events.settings import ConfigError, settings
+from workers.preflight import BROKER, DATABASE, PORT, REACHING, SECRET, SERVER, SOURCES, check
 
 log = logging.getLogger("orders")
 
@@ -19,14 +21,34 @@ def _migrate(_: argparse.Namespace) -> None:
     print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
 
 
+def _metrics_directory(port: int) -> None:
+    """Where the API processes keep their counts for /metrics to sum (prometheus_client's multiprocess
+    mode): PROMETHEUS_MULTIPROC_DIR, or one per user and port; emptied, so an earlier run's counts
+    do not add up with this one's. Set before any API process imports prometheus_client."""
+    import getpass
+    import tempfile
+    from pathlib import Path
+
+    default = Path(tempfile.gettempdir()) / f"orders-metrics-{getpass.getuser()}-{port}"
+    directory = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or default)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+
+
 def _api(args: argparse.Namespace) -> None:
     import uvicorn
 
     from api.transport import server_options
+    from events.context import logging_config
 
+    _metrics_directory(args.port)
+    s = settings()
+    # log_config: uvicorn applies it in every worker process, which starts with logging unconfigured
     uvicorn.run("api.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
-                timeout_graceful_shutdown=5, log_level=settings().log_level.lower(), access_log=False,
-                log_config=None, **server_options())  # log_config=None: keep our JSON logging
+                timeout_graceful_shutdown=5, log_level=s.log_level.lower(), access_log=False,
+                log_config=logging_config(s.log_level, s.log_format), **server_options())
 
 
 def _relay(_: argparse.Namespace) -> None:
@@ -64,10 +86,7 @@ def _worker(args: argparse.Namespace) -> None:
                             deliver_after=s.fulfilment_deliver_after)
         run_until_signal(worker.run)
         return
-    projectors = registry()
-    if args.name not in projectors:
-        sys.exit(f"unknown worker {args.name!r}; known: {', '.join(sorted(projectors))}, scraper, expiry, fulfilment")
-    consumer = ProjectionConsumer(projectors[args.name], s.database_url, s.rabbitmq_url,
+    consumer = ProjectionConsumer(registry()[args.name], s.database_url, s.rabbitmq_url,
                                   max_attempts=s.projection_max_attempts, retry_seconds=s.projection_retry_seconds,
                                   partitions=s.projection_partitions)
     run_until_signal(consumer.run)
@@ -160,10 +179,12 @@ def _status(_: argparse.Namespace) -> None:
 def _rebuild(args: argparse.Namespace) -> None:
     from events.base import UnknownEventType
     from projections.rebuild import rebuild
+    from workers.progress import EventProgress
 
     try:
-        result = asyncio.run(rebuild(settings().database_url, args.names or None, verify=args.verify,
-                                     dry_run=args.dry_run, processes=args.processes))
+        with EventProgress("rebuild") as progress:
+            result = asyncio.run(rebuild(settings().database_url, args.names or None, verify=args.verify,
+                                         dry_run=args.dry_run, processes=args.processes, progress=progress))
     except ValueError as exc:
         sys.exit(str(exc))
     except UnknownEventType as exc:  # the log holds an event this code cannot read: an operator's matter
@@ -171,8 +192,10 @@ def _rebuild(args: argparse.Namespace) -> None:
         sys.exit(f"rebuild stopped: unknown event type {exc.type_name!r}{where}; nothing was swapped in"
                  " (run a version of the code that knows the type, then rebuild)")
     rate = result["events"] / max(result["seconds"], 1e-9)
-    print(f"replayed {result['events']:,} events in {result['seconds']:.1f}s ({rate:,.0f} events/s)"
-          + (" (dry run: nothing swapped)" if args.dry_run else "; swapped in"))
+    others = result["log_events"] - result["events"]
+    print(f"replayed {result['events']:,} events into the read tables in {result['seconds']:.1f}s"
+          f" ({rate:,.0f} events/s)" + (" (dry run: nothing swapped)" if args.dry_run else "; swapped in")
+          + (f"; the log's {others:,} other events feed no read table" if others else ""))
     for table, rows in result["differences"].items():
         print(f"  {table}: {'equal to the live table' if rows == 0 else f'{rows} rows differ from the live table'}")
         for example in result.get("examples", {}).get(table, []):
@@ -198,8 +221,9 @@ def _asyncapi(_: argparse.Namespace) -> None:
 
 
 def _refuse(message: str, code: int = 2) -> NoReturn:
-    """One line on stderr and the exit code: 2 for input the API would refuse too, 1 for the rest."""
-    print(f"orders: {message}", file=sys.stderr)
+    """One line on stderr and the exit code: 2 for a configuration that cannot work (which `orders run`
+    does not restart) or input the API would refuse too, 1 for the rest."""
+    print(f"orders: {message}", file=sys.stderr, flush=True)
     sys.exit(code)
 
 
@@ -284,45 +308,66 @@ def _run(args: argparse.Namespace) -> None:
     from workers.supervisor import Child, supervise
 
     asyncio.run(migrate(settings().database_url))
-    children = [Child(name, argv) for name, argv in components(args.host, args.port, args.with_fulfilment)]
-    run_until_signal(lambda stop: supervise(children, stop))
+    # The supervisor has checked the services; a component restarted during an outage rides it out
+    # rather than failing its own check (exit 2), which would stop the whole system.
+    children = [Child(name, ["--supervised", *argv])
+                for name, argv in components(args.host, args.port, args.with_fulfilment)]
+    failed = run_until_signal(lambda stop: supervise(children, stop))
+    if failed:
+        _refuse(failed)
+
+
+# What each command checks before it starts (workers/preflight.py): only what it uses.
+_WORKER_NEEDS = {"scraper": {DATABASE, BROKER, SOURCES}, "expiry": {DATABASE}, "fulfilment": {DATABASE}}
+
+
+def _needs(args: argparse.Namespace) -> set[str]:
+    if args.command == "worker":
+        return _WORKER_NEEDS.get(args.name, {DATABASE, BROKER})
+    if args.command == "scrape" and args.wait:
+        return args.needs | {DATABASE}
+    return args.needs
 
 
 def parser() -> argparse.ArgumentParser:
+    from projections import registry
+
     p = argparse.ArgumentParser(prog="orders", description="Event-sourced order backend over RabbitMQ.")
+    p.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)  # a child of `orders run`
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("migrate", help="create the database if missing and apply sql/ migrations").set_defaults(func=_migrate)
+    sub.add_parser("migrate", help="create the database if missing and apply sql/ migrations").set_defaults(
+        func=_migrate, needs={SERVER})
     run = sub.add_parser("run", help="migrate, then API + relay + workers under one supervisor")
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8000)
     run.add_argument("--with-fulfilment", action="store_true", help="also run the demo fulfilment worker")
-    run.set_defaults(func=_run)
+    run.set_defaults(func=_run, needs={SECRET, SERVER, BROKER, PORT, SOURCES})
     api = sub.add_parser("api", help="the HTTP API alone")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
-    api.add_argument("--workers", type=int, default=1, help="API processes (it is stateless)")
-    api.set_defaults(func=_api)
-    sub.add_parser("relay", help="the outbox relay alone").set_defaults(func=_relay)
+    api.add_argument("--workers", type=_at_least_one, default=1, help="API processes (it is stateless)")
+    api.set_defaults(func=_api, needs={SECRET, DATABASE, BROKER, PORT})
+    sub.add_parser("relay", help="the outbox relay alone").set_defaults(func=_relay, needs={DATABASE, BROKER})
     worker = sub.add_parser("worker", help="one worker: users, catalog, orders (projections), scraper, expiry,"
                                            " fulfilment")
-    worker.add_argument("name")
+    worker.add_argument("name", choices=[*registry(), "scraper", "expiry", "fulfilment"])
     worker.set_defaults(func=_worker)
     projections = sub.add_parser("projections", help="read tables: status, rebuild, dead letters")
     psub = projections.add_subparsers(dest="projections_command", required=True)
     psub.add_parser("status", help="checkpoint, head, events behind, lag and queues per projection").set_defaults(
-        func=_status)
+        func=_status, needs={DATABASE, BROKER})
     rebuild = psub.add_parser("rebuild", help="replay the event store into fresh tables and swap them in live")
     rebuild.add_argument("names", nargs="*", help="projections (default: all)")
     rebuild.add_argument("--verify", action="store_true", help="compare the rebuilt tables with the live ones")
     rebuild.add_argument("--dry-run", action="store_true", help="build and verify, swap nothing")
     rebuild.add_argument("--processes", type=int, metavar="N",
                          help="processes that fold at once (default: one per core from 100,000 events on)")
-    rebuild.set_defaults(func=_rebuild)
+    rebuild.set_defaults(func=_rebuild, needs={DATABASE})
     redrive = psub.add_parser("redrive", help="send a projection's dead letters back to its queue")
     redrive.add_argument("name")
-    redrive.set_defaults(func=_redrive)
+    redrive.set_defaults(func=_redrive, needs={BROKER})
     sub.add_parser("asyncapi", help="print the AsyncAPI document of every exchange, queue and message").set_defaults(
-        func=_asyncapi)
+        func=_asyncapi, needs=set())
     scrape = sub.add_parser("scrape", help="publish a scrape request (the scraper worker runs it) or redrive dead ones")
     scrape.add_argument("--source", type=_known_source, help="a source name from the sources file")
     scrape.add_argument("--url", type=_http_url,
@@ -337,28 +382,34 @@ def parser() -> argparse.ArgumentParser:
                         help="follow the run: print its progress and outcome, exit 1 if it failed")
     scrape.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
                         help="with --wait: give up after this long without news of the run (default 300)")
-    scrape.set_defaults(func=lambda args: _scrape(args, scrape.error))
+    scrape.set_defaults(func=lambda args: _scrape(args, scrape.error), needs={BROKER})
     # Not required, so that `orders scrape --source NAME` still publishes a request.
     ssub = scrape.add_subparsers(dest="scrape_command", metavar="[redrive]")
     ssub.add_parser("redrive", help="send dead-lettered scrape requests back to scraper.requests").set_defaults(
-        func=_scrape_redrive)
+        func=_scrape_redrive, needs={BROKER})
     users = sub.add_parser("users", help="manage accounts").add_subparsers(dest="users_command", required=True)
     admin = users.add_parser("create-admin", help="bootstrap an admin (the API never lets anyone register as admin)")
     admin.add_argument("--email", required=True)
     admin.add_argument("--name", default="Administrator")
     admin.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
-    admin.set_defaults(func=_create_admin)
+    admin.set_defaults(func=_create_admin, needs={DATABASE})
     promote = users.add_parser("promote", help="make an existing user an active admin (reactivated if need be)")
     promote.add_argument("--email", required=True)
-    promote.set_defaults(func=_promote)
+    promote.set_defaults(func=_promote, needs={DATABASE})
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
     from events.context import setup_logging
 
-    args = parser().parse_args(argv)
-    setup_logging(settings().log_level, settings().log_format)
+    try:
+        args = parser().parse_args(argv)
+        s = settings()
+        setup_logging(s.log_level, s.log_format)
+        needs = _needs(args) - (REACHING if args.supervised else set())
+        check(s, needs, host=getattr(args, "host", None), port=getattr(args, "port", None))
+    except ConfigError as exc:
+        _refuse(str(exc))
     args.func(args)
 
 

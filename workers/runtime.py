@@ -3,6 +3,7 @@
 import asyncio
 import signal
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 try:
     import uvloop
@@ -10,18 +11,21 @@ except ImportError:  # not built for Windows
     uvloop = None
 
 
-def run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
-    """Run `main(stop)` until it returns; the first SIGINT or SIGTERM sets `stop`."""
+T = TypeVar("T")
 
-    async def runner() -> None:
+
+def run_until_signal(main: Callable[[asyncio.Event], Awaitable[T]]) -> T:
+    """Run `main(stop)` until it returns, and return what it returns; the first SIGINT or SIGTERM sets `stop`."""
+
+    async def runner() -> T:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await main(stop)
+        return await main(stop)
 
     # uvloop: a faster event loop for the relay and the workers, as uvicorn picks it for the API.
-    (uvloop.run if uvloop else asyncio.run)(runner())
+    return (uvloop.run if uvloop else asyncio.run)(runner())
 
 
 async def pause(stop: asyncio.Event, seconds: float, wake: asyncio.Event | None = None) -> bool:
