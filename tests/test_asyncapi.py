@@ -59,13 +59,14 @@ def test_every_event_type_is_a_message_on_orders_events(doc):
         assert resolve(doc, on_events[name]["$ref"]) is message
         assert name in published
         assert message["x-routing-key"] == name and message["bindings"]["amqp"]["messageType"] == name
-        payload = message["payload"]
+        payload, packed = message["payload"]["oneOf"]  # one event, or several of this type packed
+        assert packed["type"] == "array" and packed["items"] == payload and packed["minItems"] == 2
         assert payload["properties"]["type"]["const"] == name
         assert payload["properties"]["data"] == {"$ref": f"#/components/schemas/{cls.__name__}"}
         assert {"id", "stream_id", "version", "type", "position", "tx_id", "recorded_at", "correlation_id",
                 "causation_id", "actor", "schema_version", "data"} == set(payload["properties"])
         assert set(message["headers"]["properties"]) >= {"stream_id", "version", "position", "tx_id",
-                                                        "correlation_id", "causation_id"}
+                                                        "correlation_id", "causation_id", "x-events", "x-event-type"}
         assert cls.__name__ in doc["components"]["schemas"]
 
 
@@ -104,7 +105,11 @@ def test_every_queue_is_a_channel_with_its_bindings_and_dead_letter_queue(doc):
         dead = doc["channels"][topology.dlq(queue)]["bindings"]["amqp"]
         assert [(b["exchange"], b["routingKey"]) for b in dead["x-bindings"]] == [(topology.DLX, queue)]
         assert doc["operations"][f"{queue}.consume"]["action"] == "receive"
-    expected = {topology.EVENTS, topology.COMMANDS, topology.DLX, *queues, *map(topology.dlq, queues)}
+    retries = [topology.retry_queue(q) for q in queues if q != topology.SCRAPER_QUEUE]
+    for retry in retries:  # where a failed projection message waits out its backoff, then goes back
+        amqp = doc["channels"][retry]["bindings"]["amqp"]
+        assert amqp["x-arguments"]["x-dead-letter-routing-key"] == retry.removesuffix(".retry")
+    expected = {topology.EVENTS, topology.COMMANDS, topology.DLX, *queues, *map(topology.dlq, queues), *retries}
     assert set(doc["channels"]) == expected
 
 

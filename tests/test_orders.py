@@ -625,3 +625,26 @@ async def test_at_the_deadline_a_watch_asks_the_read_table_once(watched, seller,
         assert not await projected.reached(w, o["version"] + 1, 0.3, app.state.pool, read_version)
         assert loop.time() - started > 0.25
         assert reads == [stream]
+
+
+async def test_concurrent_keyed_orders_and_checkouts_of_one_product_are_all_placed(client, seller):
+    """Each with its own Idempotency-Key, all of one product: the keyed path writes nothing before the
+    product's lock, so none of them is refused for a transaction id taken too early."""
+    p = await new_product(client, seller, stock=1000)
+    buyers = await asyncio.gather(*(account(client, "buyer") for _ in range(8)))
+    for b in buyers[4:]:  # half check out a cart instead
+        await client.put(f"/cart/items/{p['id']}", json={"quantity": 1}, headers=bearer(b))
+
+    async def buy(i: int):
+        b = buyers[i % 8]
+        key = {"Idempotency-Key": str(uuid.uuid4())}
+        if i % 8 < 4:
+            return await order(client, b, [{"product_id": p["id"], "quantity": 1}], **key)
+        return await client.post("/cart/checkout", json={"shipping_address": ADDRESS}, headers={**bearer(b), **key})
+    results = await asyncio.gather(*(buy(i) for i in range(40)))
+    placed = [r for r in results if r.status_code == 201]
+    # Orders of items all succeed; a checkout succeeds once per cart, later ones find it empty.
+    assert Counter(r.status_code for r in results) == {201: 20 + 4, 422: 16}, [r.text for r in results
+                                                                              if r.status_code not in (201, 422)]
+    assert all(r.json()["field"] == "cart" for r in results if r.status_code == 422)
+    assert await stock(client, p["id"]) == 1000 - len(placed)

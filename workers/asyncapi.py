@@ -33,6 +33,12 @@ HEADERS = {
         "x-attempts": {"type": "integer", "description": "Failed attempts so far."},
         "x-error": {"type": "string", "description": "The last failure."},
         "x-original-routing-key": {"type": "string", "description": "The event type, once retried via the queue."},
+        "x-events": {"type": "integer", "minimum": 2,
+                     "description": "A packed message: how many events its array holds (absent: one event)."},
+        "x-event-type": {"type": "string", "description": "A packed message: the type of all its events."},
+        "x-streams": {"type": "integer", "description": "A packed message: how many streams its events are of."},
+        "x-last-position": {"type": "integer", "description": "A packed message: its last event's position."},
+        "x-last-tx-id": {"type": "integer", "description": "A packed message: its last event's transaction id."},
     },
     "required": ["correlation_id", "position", "stream_id", "tx_id", "version"],
 }
@@ -64,14 +70,19 @@ def _message(name: str, payload: dict, amqp: dict, **extra) -> dict:
 
 def _event_message(name: str, envelope: dict) -> dict:
     cls = REGISTRY[name].__name__
-    payload = {  # the envelope as the relay encodes it (every field present), `data` typed per event
+    one = {  # the envelope as the relay encodes it (every field present), `data` typed per event
         "type": "object", "title": f"Recorded[{cls}]", "description": Recorded.__doc__,
         "properties": {**envelope["properties"], "type": {"type": "string", "const": name},
                        "data": {"$ref": SCHEMAS + cls}},
         "required": sorted([*envelope["properties"], "data"]),
     }
-    return _message(name, payload, {"messageType": name}, title=cls, headers=HEADERS,  # AMQP `type` = name
-                    correlationId={"location": "$message.header#/correlation_id"})
+    packed = {"type": "array", "items": one, "minItems": 2, "title": f"list[Recorded[{cls}]]",
+              "description": "Events the relay read together, of this one type (and partition), in commit order; "
+                             "the headers describe the first and say how many (workers/relay.py pack)."}
+    return _message(name, {"oneOf": [one, packed]}, {"messageType": name}, title=cls,  # AMQP `type` = name
+                    headers=HEADERS, correlationId={"location": "$message.header#/correlation_id"},
+                    description="One event, as a JSON object; or, when the relay packs the events it read "
+                                "together (RELAY_MAX_EVENTS_PER_MESSAGE > 1), several of this type as a JSON array.")
 
 
 def _channel(name: str, messages: list[str], description: str, amqp: dict) -> dict:
@@ -128,6 +139,11 @@ def document() -> dict:
     for queue, routed, bindings, description in queues:
         # Each queue is quorum, single-active-consumer, dead-lettered through the DLX to <queue>.dlq.
         channels[queue] = _queue(queue, routed, bindings, topology.queue_arguments(queue), description)
+        if queue != topology.SCRAPER_QUEUE:
+            retry = topology.retry_queue(queue)
+            channels[retry] = _queue(retry, routed, [], {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue},
+                                     f"Failed messages of {queue} waiting out their backoff (a per-message TTL),"
+                                     f" then back to {queue}.")
         channels[topology.dlq(queue)] = _queue(topology.dlq(queue), routed, [(topology.DLX, queue)], {},
                                                f"Messages {queue} gave up on, kept for inspection and redrive.")
         operations[f"{queue}.consume"] = _operation("receive", queue, routed, {"ack": True}, description)
