@@ -8,7 +8,7 @@ from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
 
-from api import admin, auth, cart, health, inputs, openapi, orders, products, users
+from api import admin, auth, cart, health, inputs, openapi, orders, payments, products, users
 from api.conditional import head_as_get
 from api.consistency import Projected
 from api.metrics import correlate, measure_requests, metrics
@@ -20,7 +20,8 @@ from api.transport import guard_body, security_headers, trust_proxies
 from api.wakeup import RelayWaker, wake_relay_after_commands
 from events.db import make_pool
 from events.passwords import Passwords
-from events.settings import Settings
+from events.providers import Provider, StripeProvider, TestProvider
+from events.settings import Settings, check_payments, webhook_secret
 from events.settings import settings as env_settings
 from projections.catalog import CatalogProjector
 from projections.orders import OrdersProjector
@@ -29,6 +30,19 @@ API_CONNECTIONS = "orders-api"  # the pool's application_name in pg_stat_activit
 
 ROUTES = [health.health, health.ready, metrics, *auth.ROUTES, *users.ROUTES, *products.ROUTES, *orders.ROUTES,
           *cart.ROUTES, *admin.ROUTES]
+
+
+def routes(settings: Settings) -> list:
+    """Every route; some exist only with some settings (the test provider's)."""
+    test_provider = settings.payment_provider == "test"
+    return [*ROUTES, *payments.routes(settings), *(orders.TEST_PROVIDER_ROUTES if test_provider else [])]
+
+
+def provider(settings: Settings) -> Provider:
+    check_payments(settings)  # a real provider without its key or secret: refused before anything starts
+    if settings.payment_provider == "stripe":
+        return StripeProvider(settings.payment_api_key)
+    return TestProvider(webhook_secret(settings))
 
 
 async def before_request(request: Request) -> Response | None:
@@ -59,6 +73,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         "broker": Broker(settings.rabbitmq_url),
         "readiness": Recent(),
         "system_figures": Recent(),
+        "provider": provider(settings),
+        "webhook_secret": webhook_secret(settings),
     })
 
     @asynccontextmanager
@@ -81,7 +97,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     authentication = DefineMiddleware(auth.BearerAuth, exclude_from_auth_key="public", exclude_http_methods=["OPTIONS"],
                                       exclude=["^/schema"])
     app = Litestar(
-        route_handlers=[*ROUTES, openapi.assets()],
+        route_handlers=[*routes(settings), openapi.assets()],
         lifespan=[lifespan],
         state=state,
         middleware=[wake_relay_after_commands, authentication],
