@@ -17,7 +17,7 @@ PACKAGES = ("api", "events", "projections", "workers", "sql")
 
 # The modules of events/ that do IO or hold the write side's state: the rest is pure vocabulary.
 WRITE_SIDE = {"events.store", "events.db", "events.passwords", "events.product_state", "events.rows",
-              "events.providers"}
+              "events.providers", "events.media"}
 
 
 def layer(module: str) -> str:
