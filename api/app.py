@@ -20,7 +20,7 @@ from api.sessions import Sessions
 from api.transport import guard_body, security_headers, trust_proxies
 from api.wakeup import RelayWaker, wake_relay_after_commands
 from events.db import make_pool
-from events.media import LocalStorage, storage
+from events.media import LocalStorage, Storage, storage
 from events.passwords import Passwords
 from events.providers import Provider, StripeProvider, TestProvider
 from events.settings import Settings, check_payments, check_storage, webhook_secret
@@ -34,7 +34,7 @@ ROUTES = [health.health, health.ready, metrics, *auth.ROUTES, *users.ROUTES, *pr
           *orders.ROUTES, *cart.ROUTES, *admin.ROUTES]
 
 
-def routes(settings: Settings, files) -> list:
+def routes(settings: Settings, files: Storage) -> list:
     """Every route; some exist only with some settings (the test provider's, the local media files)."""
     test_provider = settings.payment_provider == "test"
     uploads = Router("/", route_handlers=images.UPLOADS, request_max_body_size=images.upload_limit(
