@@ -3,6 +3,7 @@
 
 - A route that reads a body (a `data` parameter, or `opt={"form": True}`: JSON or the OAuth2 password
   form) takes `application/json` (or `application/*+json`), and the form only where it says so: 415.
+  An upload route (`opt={"multipart": True}`) takes `multipart/form-data` and nothing else: 415.
 - No string anywhere, in the body or the query, may hold NUL (PostgreSQL text cannot): 422 naming it.
 - A JSON body nests at most MAX_DEPTH objects and arrays (400), and names each key of an object once
   (422 naming it): a reader that keeps the first of two keys and one that keeps the last disagree.
@@ -22,6 +23,7 @@ from litestar.params import BodyKwarg, ParameterKwarg
 
 MAX_DEPTH = 32
 FORM = "application/x-www-form-urlencoded"
+MULTIPART = "multipart/form-data"
 _INTEGER = re.compile(r"-?[0-9]+")
 _NUL = "must not contain the NUL character"
 
@@ -46,7 +48,10 @@ async def check(request: Request) -> None:
     if (body_type is None and not takes_form) or not _has_body(request):
         return
     media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-    if takes_form and media == FORM:
+    if handler.opt.get("multipart"):  # its parts are the handler's to check (api/images.py)
+        if media != MULTIPART:
+            raise UnsupportedMediaType(detail=f"send the file as {MULTIPART}, not {media or 'no type'}")
+    elif takes_form and media == FORM:
         _check_form(await request.body())
     elif media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
         if (tree := _decode(await request.body())) is not None:

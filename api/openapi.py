@@ -68,6 +68,7 @@ TAGS = [
     Tag(name="cart", description="A buyer's cart, checked out into an order."),
     Tag(name="orders", description="Orders and their lifecycle: pending, paid, shipped, delivered,"
                                    " cancelled or expired."),
+    Tag(name="payments", description="Payment sessions with the provider, and its signed webhooks."),
     Tag(name="admin", description="Operators: the event log and the projections."),
     Tag(name="operations", description="Health, readiness and metrics."),
 ]

@@ -21,7 +21,7 @@ from api.problems import pattern
 from events import orders
 from events.commands import ordering
 from events.errors import Invalid, NotFound
-from events.orders import Address, Order, Status
+from events.orders import Address, Order, Payment, Status
 from events.users import Actor
 from projections import orders as order_rows
 
@@ -68,6 +68,17 @@ class LineOut(msgspec.Struct):
     line_total: str
 
 
+class PaymentOut(msgspec.Struct):
+    session_id: str | None
+    status: str  # requested, failed, paid, or refused (taken by the provider but not by the order: refund due)
+    amount: str | None
+    currency: str | None
+    payment_id: str | None
+    refund_due: str | None
+    refunded: str | None
+    detail: str
+
+
 class OrderOut(msgspec.Struct):
     id: uuid.UUID
     status: Status
@@ -82,6 +93,7 @@ class OrderOut(msgspec.Struct):
     created_at: datetime
     updated_at: datetime
     partial: bool = False  # a seller of some lines: only its lines, their total, no address or payment
+    payments: list[PaymentOut] = []  # the payment sessions opened for it, and what became of each
 
 
 class OrderPage(msgspec.Struct):
@@ -104,7 +116,14 @@ def out(o: Order, viewer: Actor) -> OrderOut:
                        unit_price=_money(ln.unit_price), line_total=_money(ln.line_total)) for ln in lines],
         shipping_address=o.shipping_address if whole else None,
         payment_reference=o.payment_reference if whole else None, refund=_money(o.refund) if whole else None,
-        version=o.version, created_at=o.created_at, updated_at=o.updated_at, partial=not whole)
+        version=o.version, created_at=o.created_at, updated_at=o.updated_at, partial=not whole,
+        payments=[_payment(p) for p in o.payments] if whole else [])
+
+
+def _payment(p: Payment) -> PaymentOut:
+    return PaymentOut(session_id=p.session_id, status=p.status, amount=_money(p.amount), currency=p.currency,
+                      payment_id=p.payment_id, refund_due=_money(p.refund_due), refunded=_money(p.refunded),
+                      detail=p.detail)
 
 
 IdempotencyKey = Annotated[str | None, HeaderParameter(
@@ -239,11 +258,13 @@ async def _transition(request: Request, state: State, order_id: uuid.UUID, decid
 
 
 @post("/orders/{order_id:uuid}/pay", operation_id="payOrder", tags=["orders"], status_code=200,
-      summary="Pay a pending order (the buyer; test-mode payment)", response_headers=[ETAG],
-      opt=transition_problems("the order's buyer", "pending"))
+      summary="Record a test payment of a pending order at once (the buyer; only with PAYMENT_PROVIDER=test)",
+      response_headers=[ETAG], opt=transition_problems("the order's buyer", "pending"))
 async def pay(order_id: FromPath[uuid.UUID], request: Request, state: State,
               data: JSONBody[PayIn | None] = None) -> Response[OrderOut]:
-    """The body is optional: a payment `reference` of your own, or one is made up (`test_...`)."""
+    """No provider is asked and no money moves: a shortcut for demos and tests, served only while the
+    test provider is configured. Real payments go through POST /orders/{id}/payment and the provider's
+    webhook. The body is optional: a payment `reference` of your own, or one is made up (`test_...`)."""
     reference = (data.reference if data and data.reference else None) or f"test_{uuid.uuid4().hex}"
     actor = request.user.actor
     return await _transition(request, state, order_id, lambda o: orders.pay(o, actor, reference), False)
@@ -278,4 +299,5 @@ async def cancel(order_id: FromPath[uuid.UUID], request: Request, state: State,
     return await _transition(request, state, order_id, lambda o: orders.cancel(o, actor, reason), True)
 
 
-ROUTES = [place_order, get_order, list_orders, pay, ship, deliver, cancel]
+ROUTES = [place_order, get_order, list_orders, ship, deliver, cancel]
+TEST_PROVIDER_ROUTES = [pay]  # only while PAYMENT_PROVIDER=test: a payment no provider took

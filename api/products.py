@@ -1,6 +1,7 @@
 """/products routes: create, change, restock, discontinue (sellers and admins); list and read (anyone)."""
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from enum import Enum
 from typing import Annotated
@@ -20,7 +21,7 @@ from events import product_state, products
 from events.commands import catalog
 from events.errors import Invalid, NotFound
 from events.money import parse_bound, parse_currency, parse_price
-from events.products import Product
+from events.products import Image, ImageFile, Product
 from projections import catalog as rows
 
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
@@ -61,6 +62,21 @@ class RestockIn(msgspec.Struct, forbid_unknown_fields=True):
     quantity: Quantity
 
 
+class ImageFileOut(msgspec.Struct):
+    url: str  # the file's name carries its content's hash: cache it for good
+    width: int
+    height: int
+    bytes: int
+    content_type: str
+
+
+class ImageOut(msgspec.Struct):
+    id: uuid.UUID
+    sha256: str  # of the file uploaded
+    thumbnail: ImageFileOut
+    display: ImageFileOut
+
+
 class ProductOut(msgspec.Struct):
     id: uuid.UUID
     name: str
@@ -77,6 +93,7 @@ class ProductOut(msgspec.Struct):
     version: int
     created_at: datetime
     updated_at: datetime
+    images: list[ImageOut] = []  # uploaded images, in order (a scraped product has its site's image_url)
 
 
 class ProductPage(msgspec.Struct):
@@ -84,16 +101,23 @@ class ProductPage(msgspec.Struct):
     next_cursor: str | None
 
 
-def out(p: Product) -> ProductOut:
+def out(p: Product, url: Callable[[str], str]) -> ProductOut:
+    """`url`: where the image storage serves a key."""
     return ProductOut(id=p.id, name=p.name, description=p.description, price=f"{p.price:.2f}", currency=p.currency,
                       stock=p.stock, on_hand=p.on_hand, reserved=p.reserved, sku=p.sku, image_url=p.image_url,
                       seller_id=p.seller_id, source=p.source, version=p.version, created_at=p.created_at,
-                      updated_at=p.updated_at)
+                      updated_at=p.updated_at, images=[_image(i, url) for i in p.images])
 
 
-def respond(p: Product, status: int = 200, if_none_match: str | None = None) -> Response[ProductOut]:
+def _image(i: Image, url: Callable[[str], str]) -> ImageOut:
+    def file(f: ImageFile) -> ImageFileOut:
+        return ImageFileOut(url=url(f.key), width=f.width, height=f.height, bytes=f.bytes, content_type=f.content_type)
+    return ImageOut(id=i.id, sha256=i.sha256, thumbnail=file(i.thumbnail), display=file(i.display))
+
+
+def respond(state: State, p: Product, status: int = 200, if_none_match: str | None = None) -> Response[ProductOut]:
     created = {"Location": f"/products/{p.id}"} if status == 201 else None
-    return tagged(out(p), p.version, if_none_match, status=status, headers=created)
+    return tagged(out(p, state.storage.url), p.version, if_none_match, status=status, headers=created)
 
 
 async def read_your_write(state: State, p: Product) -> None:
@@ -120,7 +144,7 @@ async def create_product(data: JSONBody[ProductIn], request: Request, state: Sta
     }
     product = await catalog.create(state.pool, request.user.id, fields, event_meta(request))
     await read_your_write(state, product)
-    return respond(product, 201)
+    return respond(state, product, 201)
 
 
 @patch("/products/{product_id:uuid}", guards=SELLERS, operation_id="updateProduct", tags=["products"],
@@ -142,7 +166,7 @@ async def update_product(product_id: FromPath[uuid.UUID], data: JSONBody[Product
         state.pool, product_id, lambda p: products.update(p, caller.actor, changes),
         event_meta(request), if_match=expected_version(if_match))
     await read_your_write(state, product)
-    return respond(product)
+    return respond(state, product)
 
 
 @post("/products/{product_id:uuid}/restock", guards=SELLERS, operation_id="restockProduct", tags=["products"],
@@ -157,7 +181,7 @@ async def restock_product(product_id: FromPath[uuid.UUID], data: JSONBody[Restoc
         state.pool, product_id, lambda p: products.restock(p, caller.actor, data.quantity),
         event_meta(request))
     await read_your_write(state, product)
-    return respond(product)
+    return respond(state, product)
 
 
 @delete("/products/{product_id:uuid}", guards=SELLERS, operation_id="discontinueProduct", tags=["products"],
@@ -194,7 +218,7 @@ async def get_product(product_id: FromPath[uuid.UUID], state: State,
     product = await _current(state, product_id)
     if product is None:
         raise NotFound("no such product")
-    return respond(product, if_none_match=if_none_match)
+    return respond(state, product, if_none_match=if_none_match)
 
 
 class SortBy(str, Enum):
@@ -258,7 +282,7 @@ async def list_products(
         cur = await conn.execute(f"SELECT {', '.join(rows.COLUMNS)} FROM products WHERE {' AND '.join(where)}"
                                  f" ORDER BY {_SORTS[sort].order_by} LIMIT %s", [*params, pager.fetch])
         found, next_cursor = pager.page([rows.product(r) for r in await cur.fetchall()])
-    return ProductPage(items=[out(p) for p in found], next_cursor=next_cursor)
+    return ProductPage(items=[out(p, state.storage.url) for p in found], next_cursor=next_cursor)
 
 
 ROUTES = [create_product, update_product, restock_product, discontinue_product, get_product, list_products]

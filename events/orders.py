@@ -12,6 +12,7 @@ import msgspec
 from events import products
 from events.base import Event, event
 from events.errors import Conflict, Forbidden, Invalid, NotFound
+from events.payments import ProviderEvent
 from events.products import Product
 from events.text import required
 from events.users import Actor
@@ -63,7 +64,49 @@ class OrderPlaced(Event, kw_only=True):
 class OrderPaid(Event, kw_only=True):
     order_id: uuid.UUID
     amount: Decimal
-    reference: str
+    reference: str  # the provider's payment session (or a test reference of the direct /pay)
+    payment_id: str | None = None  # the provider's id of the money moved, which its refunds name
+
+
+@event("order.payment_requested")
+class PaymentRequested(Event, kw_only=True):
+    """A payment session was opened with the provider for the order's total."""
+
+    order_id: uuid.UUID
+    provider: str
+    session_id: str
+    amount: Decimal
+    currency: str
+
+
+@event("order.payment_failed")
+class PaymentFailed(Event, kw_only=True):
+    """The provider says a payment did not go through; the order stays as it was."""
+
+    order_id: uuid.UUID
+    session_id: str | None
+    detail: str
+
+
+@event("order.payment_refused")
+class PaymentRefused(Event, kw_only=True):
+    """The provider took money that the order does not take (it was cancelled or expired meanwhile,
+    is paid already, or the amount, currency or session do not match it): to be refunded."""
+
+    order_id: uuid.UUID
+    session_id: str | None
+    payment_id: str | None
+    amount: Decimal | None
+    currency: str | None
+    reason: str  # order_cancelled, order_expired, order_paid, ..., unknown_session, amount_mismatch, currency_mismatch
+
+
+@event("order.payment_refunded")
+class PaymentRefunded(Event, kw_only=True):
+    order_id: uuid.UUID
+    payment_id: str | None
+    amount: Decimal | None  # refunded so far on that payment, as the provider counts it
+    currency: str | None
 
 
 @event("order.shipped")
@@ -94,6 +137,19 @@ class OrderExpired(Event, kw_only=True):
 Status = Literal["pending", "paid", "shipped", "delivered", "cancelled", "expired"]
 
 
+class Payment(msgspec.Struct, frozen=True, kw_only=True):
+    """One payment session of an order, as the order's events left it."""
+
+    session_id: str | None
+    amount: Decimal | None  # requested; for a refused payment, what the provider took
+    currency: str | None
+    status: Literal["requested", "failed", "paid", "refused"] = "requested"
+    payment_id: str | None = None
+    refund_due: Decimal | None = None  # taken but refused: owed back to the buyer
+    refunded: Decimal | None = None  # refunded so far, as the provider reported
+    detail: str = ""
+
+
 class Order(msgspec.Struct, frozen=True, kw_only=True):
     id: uuid.UUID
     buyer_id: uuid.UUID
@@ -107,6 +163,7 @@ class Order(msgspec.Struct, frozen=True, kw_only=True):
     created_at: datetime
     updated_at: datetime
     version: int
+    payments: list[Payment] = []
 
     @property
     def seller_ids(self) -> set:
@@ -124,13 +181,39 @@ def evolve(state: Order | None, e: Event, version: int, at: datetime) -> Order |
                          currency=e.currency, shipping_address=e.shipping_address, payment_reference=None,
                          refund=None, created_at=e.placed_at, updated_at=at, version=version)
         case OrderPaid() if state:
-            return msgspec.structs.replace(state, status="paid", payment_reference=e.reference, updated_at=at,
+            payments = _noted(state.payments, e.reference, status="paid", payment_id=e.payment_id)
+            return msgspec.structs.replace(state, status="paid", payment_reference=e.reference, payments=payments,
+                                           updated_at=at, version=version)
+        case PaymentRequested() | PaymentFailed() | PaymentRefused() | PaymentRefunded() if state:
+            return msgspec.structs.replace(state, payments=_payments(state.payments, e), updated_at=at,
                                            version=version)
         case OrderCancelled() if state:
             return msgspec.structs.replace(state, status="cancelled", refund=e.refund, updated_at=at, version=version)
         case OrderShipped() | OrderDelivered() | OrderExpired() if state:
             return msgspec.structs.replace(state, status=_STATUS[type(e)], updated_at=at, version=version)
     return msgspec.structs.replace(state, updated_at=at, version=version) if state else state
+
+
+def _noted(payments: list[Payment], session_id: str | None, **changes) -> list[Payment]:
+    return [msgspec.structs.replace(p, **changes) if p.session_id == session_id else p for p in payments]
+
+
+def _payments(payments: list[Payment], e: Event) -> list[Payment]:
+    """The order's payments after a payment event."""
+    match e:
+        case PaymentRequested():
+            return [*payments, Payment(session_id=e.session_id, amount=e.amount, currency=e.currency)]
+        case PaymentFailed():
+            return _noted(payments, e.session_id, status="failed", detail=e.detail)
+        case PaymentRefused():
+            refused = {"status": "refused", "payment_id": e.payment_id, "refund_due": e.amount, "detail": e.reason}
+            if e.session_id is not None and any(p.session_id == e.session_id for p in payments):
+                return _noted(payments, e.session_id, **refused, amount=e.amount, currency=e.currency)
+            return [*payments, Payment(session_id=e.session_id, amount=e.amount, currency=e.currency, **refused)]
+        case PaymentRefunded():
+            return [msgspec.structs.replace(p, refunded=e.amount) if p.payment_id == e.payment_id else p
+                    for p in payments]
+    return payments
 
 
 MAX_LINE_QUANTITY = 1000
@@ -216,11 +299,51 @@ def _require(order: Order | None, *statuses: str) -> Order:
     return order
 
 
-def pay(order: Order | None, actor: Actor, reference: str) -> list[Event]:
+def payable(order: Order | None, actor: Actor) -> Order:
+    """The order, if `actor` may pay it now: its buyer, while it is pending."""
     if order is not None and order.buyer_id != actor.id:
         raise Forbidden("only the buyer pays for an order")
-    order = _require(order, "pending")
+    return _require(order, "pending")
+
+
+def pay(order: Order | None, actor: Actor, reference: str) -> list[Event]:
+    """A payment recorded directly (the test provider's /pay): no provider is asked."""
+    order = payable(order, actor)
     return [OrderPaid(order_id=order.id, amount=order.total, reference=reference)]
+
+
+def request_payment(order: Order | None, actor: Actor, provider: str, session_id: str) -> list[Event]:
+    order = payable(order, actor)
+    return [PaymentRequested(order_id=order.id, provider=provider, session_id=session_id, amount=order.total,
+                             currency=order.currency)]
+
+
+def settle(order: Order, e: ProviderEvent) -> list[Event]:
+    """What a verified provider event does to the order. A success pays it only if it is pending and
+    the session, amount and currency are the ones it asked for; any other success is money to give
+    back, recorded as refused (never dropped). A failure or a refund is recorded as it is."""
+    if e.outcome == "failed":
+        return [PaymentFailed(order_id=order.id, session_id=e.session_id, detail=e.detail)]
+    if e.outcome == "refunded":
+        return [PaymentRefunded(order_id=order.id, payment_id=e.payment_id, amount=e.amount, currency=e.currency)]
+    if e.session_id is not None and order.payment_reference == e.session_id:
+        return []  # another event of the payment that paid it (a session's completion, then its async success)
+    if reason := _refusal(order, e):
+        return [PaymentRefused(order_id=order.id, session_id=e.session_id, payment_id=e.payment_id, amount=e.amount,
+                               currency=e.currency, reason=reason)]
+    return [OrderPaid(order_id=order.id, amount=e.amount, reference=e.session_id, payment_id=e.payment_id)]
+
+
+def _refusal(order: Order, e: ProviderEvent) -> str | None:
+    if order.status != "pending":
+        return f"order_{order.status}"
+    if not any(p.session_id == e.session_id for p in order.payments):
+        return "unknown_session"
+    if e.currency != order.currency:
+        return "currency_mismatch"
+    if e.amount != order.total:
+        return "amount_mismatch"
+    return None
 
 
 def may_fulfil(order: Order, actor: Actor) -> bool:

@@ -9,6 +9,7 @@ from datetime import datetime
 import msgspec
 from psycopg import AsyncConnection
 
+from events import products as product_events
 from events import rows
 from events.products import Product
 
@@ -40,7 +41,7 @@ async def lock_query(conn: AsyncConnection, ids_query: str, params: tuple) -> No
 
 def from_rows(fetched: Iterable[tuple]) -> dict[uuid.UUID, Product]:
     """Products from rows of `SELECT`."""
-    return {r[0]: Product(**dict(zip(_COLUMNS, r, strict=True))) for r in fetched}
+    return {r[0]: product_events.from_columns(dict(zip(_COLUMNS, r, strict=True))) for r in fetched}
 
 
 async def load_many(conn: AsyncConnection, product_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Product]:
@@ -54,7 +55,7 @@ async def load(conn: AsyncConnection, product_id: uuid.UUID) -> Product | None:
 
 async def save(conn: AsyncConnection, *products: Product) -> None:
     if len(products) == 1:  # typed parameters: the cheapest for the one row of most commands
-        await conn.execute(_SAVE_ONE, [getattr(products[0], c) for c in _COLUMNS])
+        await conn.execute(_SAVE_ONE, [rows.param(getattr(products[0], c)) for c in _COLUMNS])
     elif products:  # one statement, the rows as one JSON text parameter
         await conn.execute(_SAVE_MANY, {"rows": msgspec.json.encode(products).decode()})
 

@@ -111,6 +111,47 @@ class ProductScraped(Event, kw_only=True):
     scraped_at: datetime
 
 
+class ImageFile(msgspec.Struct, frozen=True, kw_only=True):
+    """One stored size of a product image. The key names the content's hash, so a file never changes."""
+
+    key: str
+    sha256: str
+    bytes: int
+    width: int
+    height: int
+    content_type: str
+
+
+@event("product.image_added")
+class ImageAdded(Event, kw_only=True):
+    """An upload, decoded and re-encoded without its metadata into the sizes a client shows."""
+
+    product_id: uuid.UUID
+    image_id: uuid.UUID
+    sha256: str  # of the bytes uploaded: the same picture twice on one product is refused
+    bytes: int
+    width: int
+    height: int
+    thumbnail: ImageFile
+    display: ImageFile
+
+
+@event("product.image_removed")
+class ImageRemoved(Event, kw_only=True):
+    product_id: uuid.UUID
+    image_id: uuid.UUID
+
+
+class Image(msgspec.Struct, frozen=True, kw_only=True):
+    id: uuid.UUID
+    sha256: str
+    thumbnail: ImageFile
+    display: ImageFile
+
+
+MAX_IMAGES = 20
+
+
 class Product(msgspec.Struct, frozen=True, kw_only=True):
     id: uuid.UUID
     seller_id: uuid.UUID | None
@@ -127,6 +168,7 @@ class Product(msgspec.Struct, frozen=True, kw_only=True):
     created_at: datetime
     updated_at: datetime
     version: int
+    images: list[Image] = []  # uploaded ones, in order; a scraped product has its site's image_url instead
 
     @property
     def stock(self) -> int:
@@ -168,9 +210,20 @@ def evolve(state: Product | None, e: Event, version: int, at: datetime) -> Produ
             # A scrape may have lowered on-hand below what was reserved meanwhile: floor at zero.
             return msgspec.structs.replace(state, on_hand=max(state.on_hand - e.quantity, 0),
                                            reserved=max(state.reserved - e.quantity, 0), updated_at=at, version=version)
+        case ImageAdded() if state:
+            image = Image(id=e.image_id, sha256=e.sha256, thumbnail=e.thumbnail, display=e.display)
+            return msgspec.structs.replace(state, images=[*state.images, image], updated_at=at, version=version)
+        case ImageRemoved() if state:
+            return msgspec.structs.replace(state, images=[i for i in state.images if i.id != e.image_id],
+                                           updated_at=at, version=version)
         case ProductDiscontinued() if state:
             return msgspec.structs.replace(state, active=False, updated_at=at, version=version)
     return msgspec.structs.replace(state, updated_at=at, version=version) if state else state
+
+
+def from_columns(values: dict) -> Product:
+    """A Product from a table row's columns by name (`images` comes back from jsonb as plain data)."""
+    return Product(**{**values, "images": msgspec.convert(values["images"], list[Image])})
 
 
 def create(product_id: uuid.UUID, seller_id: uuid.UUID, fields: dict, now: datetime) -> list[Event]:
@@ -184,6 +237,28 @@ def _owned(product: Product | None, actor: Actor) -> Product:
     if not actor.is_admin and product.seller_id != actor.id:
         raise Forbidden("only the seller who owns this product or an admin may change it")
     return product
+
+
+def may_change(product: Product | None, actor: Actor) -> Product:
+    """The product, if `actor` may change it: the owning seller or an admin."""
+    return _owned(product, actor)
+
+
+def add_image(product: Product | None, actor: Actor, added: ImageAdded) -> list[Event]:
+    product = _owned(product, actor)
+    if same := next((i for i in product.images if i.sha256 == added.sha256), None):
+        raise Conflict("this image is on the product already", field="file", image_id=str(same.id))
+    if len(product.images) >= MAX_IMAGES:
+        raise Conflict(f"a product has at most {MAX_IMAGES} images; remove one first", field="file",
+                       limit=MAX_IMAGES)
+    return [added]
+
+
+def remove_image(product: Product | None, actor: Actor, image_id: uuid.UUID) -> list[Event]:
+    product = _owned(product, actor)
+    if not any(i.id == image_id for i in product.images):
+        raise NotFound("no such image of this product")
+    return [ImageRemoved(product_id=product.id, image_id=image_id)]
 
 
 def update(product: Product | None, actor: Actor, changes: dict) -> list[Event]:

@@ -3,6 +3,7 @@ new field is a new column without a hand-kept list of types to fall out of step 
 
 import msgspec
 from msgspec import inspect
+from psycopg.types.json import Jsonb
 
 _SQL = {
     inspect.UUIDType: "uuid", inspect.StrType: "text", inspect.LiteralType: "text", inspect.IntType: "integer",
@@ -32,3 +33,8 @@ def upsert(table: str, cols: list[str], key: str, source: str) -> str:
     """INSERT `source` (a SELECT or VALUES of `cols`) into `table`, updating every column on a key clash."""
     updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c != key)
     return f"INSERT INTO {table} ({', '.join(cols)}) {source} ON CONFLICT ({key}) DO UPDATE SET {updates}"
+
+
+def param(value: object) -> object:
+    """A field's value as a statement parameter: a list or a Struct goes to its jsonb column as JSON."""
+    return Jsonb(value, dumps=msgspec.json.encode) if isinstance(value, (list, dict, msgspec.Struct)) else value

@@ -19,6 +19,10 @@ Positive = Annotated[int, Meta(ge=1)]
 Seconds = Annotated[float, Meta(ge=0)]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 LogFormat = Literal["json", "text"]
+PaymentProvider = Literal["test", "stripe"]
+# The test provider moves no money, so a key everyone can read protects nothing there; a real
+# provider's webhooks are verified with the secret it gave you (PAYMENT_WEBHOOK_SECRET).
+TEST_WEBHOOK_SECRET = "whsec_test_provider_only_never_for_real_payments"
 
 
 class ConfigError(RuntimeError):
@@ -60,6 +64,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     projection_max_attempts: Positive = 5
     projection_retry_seconds: Seconds = 1.0  # first retry's backoff; it doubles on each attempt, up to a minute
     metrics_token: str = ""  # when set, GET /metrics needs it as a bearer token
+    payment_provider: PaymentProvider = "test"
+    payment_api_key: str = ""  # the provider's secret API key (Stripe: sk_...)
+    payment_webhook_secret: str = ""  # signs the provider's webhooks (Stripe: whsec_...)
+    media_root: str = "media"  # product images, when no S3 bucket is set
+    max_image_bytes: Positive = 10_485_760
+    max_image_pixels: Positive = 25_000_000  # width x height an upload may claim, checked before decoding
+    s3_bucket: str = ""  # set: product images go to this S3-compatible bucket instead of MEDIA_ROOT
+    s3_endpoint_url: str = ""  # another S3-compatible service than AWS (MinIO, R2, ...)
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str = ""
+    s3_secret_access_key: str = ""
+    s3_public_url: str = ""  # where the bucket's objects are served; default: the endpoint's URL of the bucket
     log_level: LogLevel = "INFO"
     log_format: LogFormat = "json"
 
@@ -99,6 +115,18 @@ _ENV = {
     "PROJECTION_MAX_ATTEMPTS": "projection_max_attempts",
     "PROJECTION_RETRY_SECONDS": "projection_retry_seconds",
     "METRICS_TOKEN": "metrics_token",
+    "PAYMENT_PROVIDER": "payment_provider",
+    "PAYMENT_API_KEY": "payment_api_key",
+    "PAYMENT_WEBHOOK_SECRET": "payment_webhook_secret",
+    "MEDIA_ROOT": "media_root",
+    "MAX_IMAGE_BYTES": "max_image_bytes",
+    "MAX_IMAGE_PIXELS": "max_image_pixels",
+    "S3_BUCKET": "s3_bucket",
+    "S3_ENDPOINT_URL": "s3_endpoint_url",
+    "S3_REGION": "s3_region",
+    "S3_ACCESS_KEY_ID": "s3_access_key_id",
+    "S3_SECRET_ACCESS_KEY": "s3_secret_access_key",
+    "S3_PUBLIC_URL": "s3_public_url",
     "LOG_LEVEL": "log_level",
     "LOG_FORMAT": "log_format",
 }
@@ -157,6 +185,31 @@ def check_secret(settings: Settings) -> None:
             f"JWT_SECRET {problem}: set it to a random string of {MIN_SECRET_BYTES}+ bytes (for example"
             " `export JWT_SECRET=$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')`),"
             " or set ORDERS_DEV_MODE=1 to use a built-in development key on your own machine")
+
+
+def check_payments(settings: Settings) -> None:
+    """A real provider needs its API key and its webhook secret; without them no payment could be
+    taken or believed, so that is a ConfigError before anything starts."""
+    if settings.payment_provider == "test":
+        return
+    for var, value, looks in (("PAYMENT_API_KEY", settings.payment_api_key, "sk_live_... or sk_test_..."),
+                              ("PAYMENT_WEBHOOK_SECRET", settings.payment_webhook_secret, "whsec_...")):
+        if not value.strip():
+            raise ConfigError(f"{var} is not set: PAYMENT_PROVIDER={settings.payment_provider} needs it ({looks},"
+                              " from the provider's dashboard), or set PAYMENT_PROVIDER=test")
+
+
+def webhook_secret(settings: Settings) -> str:
+    return settings.payment_webhook_secret or TEST_WEBHOOK_SECRET
+
+
+def check_storage(settings: Settings) -> None:
+    """S3 settings without a bucket would be ignored silently: say so instead."""
+    named = [var for var, field in _ENV.items() if var.startswith("S3_") and field != "s3_region"
+             and getattr(settings, field)]
+    if named and not settings.s3_bucket:
+        raise ConfigError(f"{named[0]} is set but S3_BUCKET is not: set S3_BUCKET to store product images in S3,"
+                          f" or unset {', '.join(named)} to keep them in MEDIA_ROOT")
 
 
 @cache

@@ -7,7 +7,7 @@ import msgspec
 from psycopg import AsyncConnection
 
 from events import rows
-from events.products import Product, evolve, stream
+from events.products import Product, evolve, from_columns, stream
 
 COLUMNS = rows.columns(Product)
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM products"
@@ -16,7 +16,7 @@ _SAVE = rows.upsert("products", list(COLUMNS), "id", rows.recordset("rows", COLU
 
 def product(row: tuple) -> Product:
     """A Product from a row of `SELECT {COLUMNS}`."""
-    return Product(**dict(zip(COLUMNS, row, strict=True)))
+    return from_columns(dict(zip(COLUMNS, row, strict=True)))
 
 
 async def load_many(conn: AsyncConnection, product_ids) -> dict[uuid.UUID, Product]:
@@ -55,4 +55,4 @@ class CatalogProjector:
     async def write_all(self, conn: AsyncConnection, states: dict) -> None:
         async with conn.cursor().copy(f"COPY products ({', '.join(COLUMNS)}) FROM STDIN") as copy:
             for p in states.values():
-                await copy.write_row([getattr(p, c) for c in COLUMNS])
+                await copy.write_row([rows.param(getattr(p, c)) for c in COLUMNS])

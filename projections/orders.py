@@ -8,7 +8,7 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
 from events import rows
-from events.orders import Address, Line, Order, evolve, viewers
+from events.orders import Address, Line, Order, Payment, evolve, viewers
 
 # An order's row: its fields but the lines (a table of their own), and who may see it.
 _ROW = {**rows.columns(Order, exclude=("lines",)), "viewers": "text[]"}
@@ -46,6 +46,7 @@ async def orders_of(conn: AsyncConnection, order_rows: list[tuple]) -> dict[uuid
     for row in order_rows:
         fields = dict(zip(_READ, row, strict=True))
         fields["shipping_address"] = msgspec.convert(fields["shipping_address"], Address)
+        fields["payments"] = msgspec.convert(fields["payments"], list[Payment])
         found[row[0]] = Order(**fields, lines=lines.get(row[0], []))
     return found
 
@@ -107,8 +108,8 @@ def _line_doc(order_id: uuid.UUID, line_no: int, ln: Line) -> dict:
 
 
 def _column(name: str):
-    if name == "shipping_address":
-        return lambda o: Jsonb(o.shipping_address, dumps=msgspec.json.encode)
+    if _ROW[name] == "jsonb":  # shipping_address, payments
+        return lambda o: Jsonb(getattr(o, name), dumps=msgspec.json.encode)
     if name == "viewers":
         # An array literal: the server parses it for the text[] column, several times cheaper than
         # psycopg's Python array dumper (the rebuild writes one row per order).

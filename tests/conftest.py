@@ -1,6 +1,8 @@
 """Each test run gets its own PostgreSQL database and RabbitMQ vhost, removed at the end."""
 
 import os
+import shutil
+import tempfile
 import uuid
 
 import pytest
@@ -18,6 +20,7 @@ class Services:
         self.vhost = f"orders_test_{run_id}"
         self.rabbitmq_url = f"amqp://guest:guest@{RABBITMQ_HOST}:5672/{self.vhost}"
         self.admin = RabbitAdmin()
+        self.media_root = tempfile.mkdtemp(prefix=f"orders_test_{run_id}_media_")  # never the working tree's
 
     def env(self, **extra: str) -> dict[str, str]:
         """Environment for a subprocess of this test run."""
@@ -28,7 +31,7 @@ class Services:
         # Every test client comes from 127.0.0.1: limits high unless a test is about them.
         values = dict(database_url=self.database_url, rabbitmq_url=self.rabbitmq_url, dev_mode=True,
                       argon2_time_cost=1, argon2_memory_kib=1024, login_rate_limit=100_000,
-                      register_rate_limit=100_000, login_failure_limit=100_000)
+                      register_rate_limit=100_000, login_failure_limit=100_000, media_root=self.media_root)
         return Settings(**{**values, **overrides})
 
 
@@ -42,6 +45,7 @@ async def services():
     finally:
         await drop_database(s.database_url)
         await s.admin.delete_vhost(s.vhost)
+        shutil.rmtree(s.media_root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("api", "events", "projections", "workers", "sql")
 
 # The modules of events/ that do IO or hold the write side's state: the rest is pure vocabulary.
-WRITE_SIDE = {"events.store", "events.db", "events.passwords", "events.product_state", "events.rows"}
+WRITE_SIDE = {"events.store", "events.db", "events.passwords", "events.product_state", "events.rows",
+              "events.providers", "events.media"}
 
 
 def layer(module: str) -> str:

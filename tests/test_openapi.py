@@ -14,7 +14,10 @@ from tests.support import PASSWORD, account, bearer, serve
 ADDRESS = {"name": "A", "line1": "B", "city": "C", "postal_code": "1", "country": "FR"}
 # Headers whose presence in an answer the document must announce (the rest are HTTP's own).
 ANNOUNCED = {"etag", "location", "idempotent-replayed", "retry-after", "www-authenticate", "x-correlation-id"}
-PUBLIC = {"health", "ready", "metrics", "register", "login", "refresh", "listProducts", "getProduct"}
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108000000003a7e9b55"
+                    "0000000a4944415478da6360000000020001e527defc0000000049454e44ae426082")  # one grey pixel
+PUBLIC = {"health", "ready", "metrics", "register", "login", "refresh", "listProducts", "getProduct",
+          "paymentWebhook", "getTestPaymentSession", "actOnTestPaymentSession"}  # the provider has no token
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +110,9 @@ async def walk(c: httpx.AsyncClient, pool, services) -> None:
     await c.patch(f"/products/{product}", headers={**bearer(seller), "If-Match": '"1"'}, json={"price": "3.50"})
     await c.patch(f"/products/{product}", headers={**bearer(seller), "If-Match": '"1"'}, json={"price": "4"})  # 412
     await c.post(f"/products/{product}/restock", headers=bearer(seller), json={"quantity": 3})
+    image = await c.post(f"/products/{product}/images", headers=bearer(seller), files={"file": ("a.png", PNG)})
+    await c.post(f"/products/{product}/images", headers=bearer(seller), files={"file": ("a.png", b"text")})  # 415
+    await c.delete(f"/products/{product}/images/{image.json()['images'][0]['id']}", headers=bearer(seller))
 
     await c.put(f"/cart/items/{product}", headers=bearer(buyer), json={"quantity": 1})
     await c.get("/cart", headers=bearer(buyer))
@@ -193,3 +199,12 @@ async def test_the_docs_pages_and_every_asset_they_reference_come_from_the_app(s
         for ref in references:
             asset = await system.get(ref)
             assert asset.status_code == 200 and len(asset.content) > 1000, ref
+
+
+def test_the_image_upload_documents_its_multipart_body(document):
+    op = operation(document, "POST", f"/products/{uuid.uuid4()}/images")
+    (media,) = op["requestBody"]["content"]
+    assert media == "multipart/form-data" and op["requestBody"]["required"] is True
+    schema = document["components"]["schemas"][op["requestBody"]["content"][media]["schema"]["$ref"].rsplit("/", 1)[1]]
+    assert schema["required"] == ["file"] and schema["properties"]["file"]["format"] == "binary"
+    assert {"413", "415"} <= set(op["responses"])

@@ -1,6 +1,6 @@
 import pytest
 
-from events.settings import DEV_SECRET, ConfigError, check_secret, from_env
+from events.settings import DEV_SECRET, ConfigError, check_secret, check_storage, from_env
 
 
 def test_defaults_work_locally_and_empty_variables_keep_them():
@@ -43,3 +43,13 @@ def test_outside_dev_mode_a_missing_or_short_jwt_secret_is_refused_with_what_to_
         check_secret(from_env({"JWT_SECRET": "short"}))
     check_secret(from_env({"JWT_SECRET": "x" * 32}))
     check_secret(from_env({"ORDERS_DEV_MODE": "1"}))
+
+
+def test_s3_settings_without_a_bucket_are_refused_rather_than_ignored():
+    with pytest.raises(ConfigError, match="^S3_ENDPOINT_URL is set but S3_BUCKET is not"):
+        check_storage(from_env({"S3_ENDPOINT_URL": "http://127.0.0.1:9000", "S3_ACCESS_KEY_ID": "k"}))
+    check_storage(from_env({"S3_BUCKET": "images", "S3_ENDPOINT_URL": "http://127.0.0.1:9000"}))
+    check_storage(from_env({"S3_REGION": "eu-west-1"}))  # a region alone changes nothing: local files
+    assert from_env({"MAX_IMAGE_BYTES": "2048"}).max_image_bytes == 2048
+    with pytest.raises(ConfigError, match="^MAX_IMAGE_PIXELS='0' is not valid: expected a whole number >= 1"):
+        from_env({"MAX_IMAGE_PIXELS": "0"})

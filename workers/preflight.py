@@ -12,7 +12,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from yarl import URL
 
-from events.settings import ConfigError, Settings, check_secret
+from events.settings import ConfigError, Settings, check_payments, check_secret, check_storage
 from sql import MIGRATIONS_DIR
 
 TIMEOUT = 5.0
@@ -133,8 +133,10 @@ def sources(path: str | None) -> None:
 
 def check(settings: Settings, needs: set[str], *, host: str | None = None, port: int | None = None) -> None:
     """Every check in `needs`, cheapest first; the first failure raises a ConfigError."""
-    if SECRET in needs:
+    if SECRET in needs:  # what the API needs configured: its JWT key, the payment provider, image storage
         check_secret(settings)
+        check_payments(settings)
+        check_storage(settings)
     if SOURCES in needs:
         sources(settings.scraper_sources)
     if PORT in needs:
