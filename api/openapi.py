@@ -12,8 +12,9 @@ route is served rather than from its signature, so that no route can forget it:
 - security on the routes that need a token, and none on the public ones;
 - X-Correlation-ID on every request and response, Retry-After on 429 and 503, WWW-Authenticate on 401,
   ETag on 304;
-- a body that may be left out (`data: ... = None`) as not required, and bodies a handler reads itself
-  (`opt["body"]`, media type -> Struct: the login's JSON and form).
+- a body that may be left out (`data: ... = None`) as not required, a body that refuses unknown
+  fields as closed (`additionalProperties: false`), and bodies a handler reads itself (`opt["body"]`,
+  media type -> Struct: the login's JSON and form).
 """
 
 import msgspec
@@ -164,8 +165,24 @@ def _body(handler, operation: dict, schemas: dict) -> None:
         operation["requestBody"] = {"required": True, "content": {
             media: {"schema": {"$ref": _REF.format(name=struct.__name__)}} for media, struct in declared.items()}}
     data = handler.parsed_fn_signature.parameters.get("data")
-    if data is not None and data.has_default:
-        operation["requestBody"]["required"] = False
+    if data is not None:
+        _close(data.annotation, schemas)
+        if data.has_default:
+            operation["requestBody"]["required"] = False
+
+
+def _close(body: object, schemas: dict) -> None:
+    """A body Struct that refuses unknown fields (`forbid_unknown_fields`: 422) says so with
+    `additionalProperties: false`, as msgspec's own schema of it does. Litestar's leaves it out, which
+    tells a client that any extra field is welcome. A multipart body (an uploaded file) has no JSON
+    schema of msgspec's and is left as Litestar documents it."""
+    try:
+        _, found = msgspec.json.schema_components([body], ref_template=_REF)
+    except TypeError:
+        return
+    for name, schema in found.items():  # Litestar's components are objects (msgspec's, dicts, have it already)
+        if schema.get("additionalProperties") is False and hasattr(schemas.get(name), "additional_properties"):
+            schemas[name].additional_properties = False
 
 
 def _finish(handler, operation: dict, schemas: dict) -> None:
