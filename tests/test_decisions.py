@@ -157,6 +157,43 @@ def test_a_restock_must_be_positive_and_stay_within_the_limit():
     assert advance(products.evolve, p, products.restock(p, SELLER, 1), T1).on_hand == products.MAX_STOCK
 
 
+def an_upload(product: products.Product, picture: str) -> products.ImageAdded:
+    size = products.ImageFile(key=f"{picture}.webp", sha256=picture, bytes=10, width=4, height=4,
+                              content_type="image/webp")
+    return products.ImageAdded(product_id=product.id, image_id=uuid.uuid4(), sha256=picture, bytes=10,
+                               width=4, height=4, thumbnail=size, display=size)
+
+
+def test_an_image_is_added_once_in_order_and_removed_by_its_id():
+    p = new_product()
+    first, second = an_upload(p, "a" * 64), an_upload(p, "b" * 64)
+    with pytest.raises(Forbidden):
+        products.add_image(p, OTHER_SELLER, first)
+    p = advance(products.evolve, p, products.add_image(p, SELLER, first), T1)
+    p = advance(products.evolve, p, products.add_image(p, ADMIN, second), T1)
+    assert [i.id for i in p.images] == [first.image_id, second.image_id]
+    with pytest.raises(Conflict) as refused:
+        products.add_image(p, SELLER, an_upload(p, "a" * 64))
+    assert refused.value.extra["field"] == "file" and refused.value.extra["image_id"] == str(first.image_id)
+    [removed] = products.remove_image(p, SELLER, first.image_id)
+    p = advance(products.evolve, p, [removed], T1)
+    assert [i.id for i in p.images] == [second.image_id]
+    with pytest.raises(NotFound):
+        products.remove_image(p, SELLER, first.image_id)
+
+
+def test_a_product_holds_at_most_the_image_limit():
+    p = new_product()
+    for n in range(products.MAX_IMAGES):
+        p = advance(products.evolve, p, products.add_image(p, SELLER, an_upload(p, f"{n:064x}")), T1)
+    with pytest.raises(Conflict) as refused:
+        products.add_image(p, SELLER, an_upload(p, "f" * 64))
+    assert refused.value.extra["limit"] == products.MAX_IMAGES
+    [removed] = products.remove_image(p, SELLER, p.images[0].id)
+    p = advance(products.evolve, p, [removed], T1)
+    assert products.add_image(p, SELLER, an_upload(p, "f" * 64))
+
+
 def test_a_reservation_beyond_what_is_available_is_refused_naming_what_is_left():
     p = new_product(stock=3)
     order_id = uuid.uuid4()

@@ -648,3 +648,55 @@ async def test_concurrent_keyed_orders_and_checkouts_of_one_product_are_all_plac
                                                                               if r.status_code not in (201, 422)]
     assert all(r.json()["field"] == "cart" for r in results if r.status_code == 422)
     assert await stock(client, p["id"]) == 1000 - len(placed)
+
+
+@contextlib.contextmanager
+def api_statements(monkeypatch):
+    """The statements the API process sends (its pool's connections are named orders-api)."""
+    import psycopg
+
+    sent, execute = [], psycopg.AsyncConnection.execute
+
+    async def counting(conn, query, *args, **kwargs):
+        if conn.info.parameter_status("application_name") == "orders-api":
+            sent.append(query)
+        return await execute(conn, query, *args, **kwargs)
+    monkeypatch.setattr(psycopg.AsyncConnection, "execute", counting)
+    yield sent
+
+
+async def test_a_page_of_orders_takes_the_same_two_statements_however_long(client, seller, monkeypatch):
+    buyer = await account(client, "buyer")
+    p = await new_product(client, seller, stock=100)
+    for _ in range(21):
+        await order(client, buyer, [{"product_id": p["id"], "quantity": 1}])
+    counts = {}
+    for limit in (1, 20):
+        await client.get("/auth/me", headers=bearer(buyer))  # the caller is remembered before counting
+        with api_statements(monkeypatch) as sent:
+            r = await client.get("/orders", params={"limit": limit}, headers=bearer(buyer))
+        assert len(r.json()["items"]) == limit
+        counts[limit] = len(sent)
+    assert counts == {1: 2, 20: 2}  # the page's orders, then their lines
+
+
+async def test_checkout_orders_exactly_the_lines_it_takes_out_of_the_cart(client, seller, monkeypatch):
+    """A line put in the cart while a checkout is on its way (after it read the cart) stays in the cart."""
+    from events.commands import ordering
+
+    buyer = await account(client, "buyer")
+    first, second = await new_product(client, seller), await new_product(client, seller)
+    await client.put(f"/cart/items/{first['id']}", json={"quantity": 2}, headers=bearer(buyer))
+    load_many = ordering.product_state.load_many
+
+    async def meanwhile(conn, ids):  # the checkout holds its locks: another request adds a line now
+        r = await client.put(f"/cart/items/{second['id']}", json={"quantity": 1}, headers=bearer(buyer))
+        assert r.status_code == 200
+        return await load_many(conn, ids)
+    monkeypatch.setattr(ordering.product_state, "load_many", meanwhile)
+    r = await client.post("/cart/checkout", json={"shipping_address": ADDRESS}, headers=bearer(buyer))
+    monkeypatch.undo()
+    assert r.status_code == 201, r.text
+    assert [(i["product_id"], i["quantity"]) for i in r.json()["items"]] == [(first["id"], 2)]
+    cart = (await client.get("/cart", headers=bearer(buyer))).json()["items"]
+    assert [(i["product_id"], i["quantity"]) for i in cart] == [(second["id"], 1)]

@@ -10,7 +10,7 @@ import pytest
 from events.payments import SIGNATURE_HEADER, sign
 from events.providers import event_body
 from events.settings import TEST_WEBHOOK_SECRET
-from tests.support import account, bearer
+from tests.support import account, bearer, eventually
 
 ADDRESS = {"name": "Bea Buyer", "line1": "1 High St", "city": "Leeds", "postal_code": "LS1 1AA", "country": "GB"}
 
@@ -246,3 +246,52 @@ async def test_a_webhook_for_no_known_order_is_a_404_and_an_unknown_type_is_igno
     r = await deliver(system, other, signed(other))
     assert r.status_code == 200 and r.json()["outcome"] == "ignored"
     assert (await deliver(system, b"[1, 2]", signed(b"[1, 2]"))).status_code == 400
+
+
+async def test_an_open_session_does_not_push_the_deadline_back_and_a_late_payment_is_kept_for_refund(
+        system, buyer, product, pool, services):
+    from workers.expiry import Expiry
+
+    expiry = Expiry(services.database_url, timeout=1.0)
+    await expiry.pool.open()
+    try:
+        async def nothing_is_due():  # what earlier tests left pending expires first: it comes before ours
+            async with expiry.pool.connection() as conn:
+                if not await expiry.due(conn):
+                    return True
+            await expiry.step()
+            return False
+        await eventually(nothing_is_due, what="earlier tests' unpaid orders to expire")
+        await _the_deadline_stays(system, buyer, product, pool, expiry)
+    finally:
+        await expiry.pool.close()
+
+
+async def _the_deadline_stays(system, buyer, product, pool, expiry):
+    order = await place(system, buyer, product)
+
+    async def older_than_a_second():  # the database's clock, as the expiry's query reads it
+        async with pool.connection() as conn:
+            cur = await conn.execute("SELECT now() - created_at > interval '1 second' FROM orders WHERE id = %s",
+                                     (order["id"],))
+            return (row := await cur.fetchone()) is not None and row[0]
+    await eventually(older_than_a_second, what="the order to be over a second old")
+    session = await open_session(system, buyer, order)  # the order's last change is now, its deadline is not
+
+    async def session_projected():
+        got = (await system.get("/orders", params={"status": "pending", "limit": 100}, headers=bearer(buyer))).json()
+        return any(o["id"] == order["id"] and o["payments"] for o in got["items"])
+    await eventually(session_projected, what="the session in the orders table")
+    async with expiry.pool.connection() as conn:
+        assert order["id"] in {str(order_id) for order_id, _ in await expiry.due(conn)}
+    assert await expiry.step() >= 1
+
+    async def expired():
+        return (await system.get(f"/orders/{order['id']}", headers=bearer(buyer))).json()["status"] == "expired"
+    await eventually(expired, what="the expiry in the orders table")
+
+    late = (await system.post(f"/payments/test/{session['session_id']}/succeed")).json()
+    assert late["webhook_answer"]["recorded"] == ["order.payment_refused"]
+    got = (await system.get(f"/orders/{order['id']}", headers=bearer(buyer))).json()
+    assert got["status"] == "expired" and got["payments"][0]["detail"] == "order_expired"
+    assert got["payments"][0]["refund_due"] == "39.98"

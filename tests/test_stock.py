@@ -201,3 +201,30 @@ async def test_an_unpaid_order_expires_and_releases_its_stock_while_a_paid_one_s
     assert late.status_code == 409 and late.json()["current_status"] == "expired"
     r = await client.get("/orders", params={"status": "expired"}, headers=bearer(buyer))
     assert [o["id"] for o in r.json()["items"]] == [unpaid["id"]]
+
+
+def test_orders_run_starts_the_expiry_worker():
+    from workers.cli import components
+
+    assert ("worker expiry", ["worker", "expiry"]) in components("127.0.0.1", 8000)
+
+
+async def test_the_expiry_process_reads_its_timeout_from_order_payment_timeout(client, seller, services):
+    import subprocess
+    import sys
+
+    buyer = await account(client, "buyer")
+    r = await client.post("/products", headers=bearer(seller), json={
+        "name": "Vase", "price": "9.00", "currency": "EUR", "stock": 3})
+    unpaid = (await place(client, buyer, r.json()["id"], 1)).json()
+    worker = subprocess.Popen([sys.executable, "-m", "workers.cli", "worker", "expiry"],
+                              env=services.env(ORDER_PAYMENT_TIMEOUT="1", LOG_LEVEL="WARNING"),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        async def expired():
+            r = await client.get(f"/orders/{unpaid['id']}", headers=bearer(buyer))
+            return r.json()["status"] == "expired"
+        await eventually(expired, timeout=30, what="the order to expire a second after it was placed")
+    finally:
+        worker.terminate()
+        worker.wait(15)

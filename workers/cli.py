@@ -329,10 +329,17 @@ def _needs(args: argparse.Namespace) -> set[str]:
     return args.needs
 
 
+class _Parser(argparse.ArgumentParser):
+    """Refuses bad arguments in one line, with exit code 2, like every other refusal of `orders`."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
     from projections import registry
 
-    p = argparse.ArgumentParser(prog="orders", description="Event-sourced order backend over RabbitMQ.")
+    p = _Parser(prog="orders", description="Event-sourced order backend over RabbitMQ.")
     p.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)  # a child of `orders run`
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="create the database if missing and apply sql/ migrations").set_defaults(

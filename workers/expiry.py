@@ -22,7 +22,7 @@ class Expiry(Sweeper):
 
     async def due(self, conn: AsyncConnection):
         cur = await conn.execute(
-            "SELECT id FROM orders WHERE status = 'pending' AND updated_at < now() - make_interval(secs => %s)"
-            " ORDER BY updated_at LIMIT %s", (self.timeout.total_seconds(), BATCH))
+            "SELECT id FROM orders WHERE status = 'pending' AND created_at <= now() - make_interval(secs => %s)"
+            " ORDER BY created_at LIMIT %s", (self.timeout.total_seconds(), BATCH))
         now = datetime.now(UTC)
         return [(order_id, lambda o: orders.expire(o, now, self.timeout)) for (order_id,) in await cur.fetchall()]

@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable
 import psycopg
 from psycopg import AsyncConnection
 
+from workers.runtime import pause
+
 log = logging.getLogger(__name__)
 
 
@@ -47,10 +49,7 @@ class PartitionLease:
                     await self._join(conn)
                     while not stop.is_set():
                         await self.balance(conn)
-                        try:
-                            await asyncio.wait_for(stop.wait(), self.interval)
-                        except TimeoutError:
-                            pass
+                        await pause(stop, self.interval)
             except (psycopg.OperationalError, OSError) as exc:
                 log.warning("partition lease lost the database (%s); giving its partitions back", exc)
             except Exception:  # the broker, or a bug: never stop balancing for good
@@ -58,8 +57,7 @@ class PartitionLease:
             finally:
                 await self._give_all()
                 self._conn = None
-            if not stop.is_set():
-                await asyncio.sleep(self.interval)
+            await pause(stop, self.interval)
 
     async def _join(self, conn: AsyncConnection) -> None:
         for slot in range(10_000):

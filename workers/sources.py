@@ -2,6 +2,7 @@
 
 import tomllib
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import urlsplit
 
 import msgspec
@@ -17,8 +18,8 @@ class Source(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     allowed_host: str
     currency: str = "USD"
     page_param: str | None = None
-    max_pages: int = 50  # listing pages per run
-    max_products: int = 10_000  # products (detail pages) per run: a whole catalogue of a small shop
+    max_pages: Annotated[int, msgspec.Meta(ge=1)] = 50  # listing pages per run
+    max_products: Annotated[int, msgspec.Meta(ge=1)] = 10_000  # products per run: a small shop's whole catalogue
     delay_seconds: float = 1.0
     concurrency: int = 2
     schedule_minutes: float | None = None
