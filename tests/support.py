@@ -206,11 +206,19 @@ async def serve(app):
     if task.done():
         task.result()
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30, limits=limits()) as client:
             yield client
     finally:
         server.should_exit = True
         await task
+
+
+def limits():
+    """Idle connections expire well before uvicorn's keep-alive (5 s) closes them: at equal times (httpx's
+    default) a request can go out on a connection the server is closing, and fail with a ReadError."""
+    import httpx
+
+    return httpx.Limits(keepalive_expiry=1.0)
 
 
 async def _done(value):

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from api.app import create_app
-from tests.support import PASSWORD, account, bearer, serve
+from tests.support import PASSWORD, account, bearer, limits, serve
 
 ADDRESS = {"name": "A", "line1": "B", "city": "C", "postal_code": "1", "country": "FR"}
 # Headers whose presence in an answer the document must announce (the rest are HTTP's own).
@@ -60,11 +60,13 @@ async def answers(system, pool, services):
         await response.aread()
         seen.append(response)
 
-    async with httpx.AsyncClient(base_url=system.base_url, event_hooks={"response": [record]}) as c:
+    async with httpx.AsyncClient(base_url=system.base_url, event_hooks={"response": [record]},
+                                 limits=limits()) as c:
         await walk(c, pool, services)
     async with serve(create_app(services.settings(login_rate_limit=1, max_body_bytes=512,
                                                   rabbitmq_url="amqp://guest:guest@127.0.0.1:1/"))) as limited:
-        async with httpx.AsyncClient(base_url=limited.base_url, event_hooks={"response": [record]}) as c:
+        async with httpx.AsyncClient(base_url=limited.base_url, event_hooks={"response": [record]},
+                                     limits=limits()) as c:
             await c.get("/ready")  # 503: RabbitMQ unreachable
             await c.post("/auth/register", content=b"x" * 1024, headers={"content-type": "application/json"})  # 413
             for _ in range(2):
